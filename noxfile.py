@@ -1,0 +1,81 @@
+"""Test sessions: ``nox`` runs them all; ``nox -s core`` runs one.
+
+Every session installs what it needs into its own virtualenv. On a machine without CUDA
+the CPU build of torch is pinned (``ci/constraints-cpu.txt``) so that pip does not pull
+several GB of CUDA wheels.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "core", "torch", "jax", "docs", "bench"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "virtualenv"
+
+ROOT = Path(__file__).parent
+HAS_CUDA = shutil.which("nvidia-smi") is not None
+TORCH = [] if HAS_CUDA else ["-c", str(ROOT / "ci" / "constraints-cpu.txt")]
+
+
+def _pytest(session: nox.Session, backends: str, *extra: str) -> None:
+    session.env["SADP_XP_BACKENDS"] = backends
+    session.run("pytest", *extra, *session.posargs)
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """Core tests on numpy and array-api-strict, doctests, and the no-torch/no-jax import check."""
+    session.install(".[test]")
+    _pytest(session, "numpy,array_api_strict", "tests", "--doctest-modules", "--pyargs", "sadp_core")
+
+
+@nox.session
+def torch(session: nox.Session) -> None:
+    """Core tests on torch arrays (CPU torch pinned on machines without CUDA)."""
+    session.install(".[test]", "torch", *TORCH)
+    _pytest(session, "torch", "tests", "-m", "not gpu")
+
+
+@nox.session
+def jax(session: nox.Session) -> None:
+    """Core tests on jax arrays (jax on CPU, 64-bit enabled by the tests where needed)."""
+    session.install(".[test]", "jax")
+    _pytest(session, "jax", "tests", "-m", "not gpu")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy --strict on the core."""
+    session.install("ruff", "mypy", "numpy", "array-api-compat")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "sadp_core")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation (warnings are errors) and run its doctests."""
+    session.install(".[docs]")
+    build = ROOT / "docs" / "_build"
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", str(build / "html"))
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", str(build / "doctest"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the core benchmark once at a small size (the figures are printed, not asserted)."""
+    session.install(".")
+    session.run("python", "benchmarks/core_speed.py", "--num-examples", "1000000", "--repeats", "3")
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """Tests marked ``gpu`` on a CUDA device (not part of the default sessions)."""
+    if not HAS_CUDA:
+        session.error("no CUDA device here (nvidia-smi not found); run this session on a GPU machine")
+    session.install(".[test]", "torch", "jax[cuda12]")
+    _pytest(session, "numpy,torch,jax", "tests", "-m", "gpu")

@@ -1,0 +1,322 @@
+"""Selection rules: SADP and the baselines it is measured against (DESIGN.md sections 3-4).
+
+A method turns the score table into one epoch's selection: which examples to train on,
+with which loss weights, and with which inclusion probabilities. The :class:`Pruner`
+applies the schedule (warm-up and annealing epochs use all data) and shuffles the result.
+
+Each method says which value ``Pruner.update`` expects (:attr:`Method.expects`):
+``"bound"`` (the spike-aware gradient-norm bound, :func:`sadp_core.spike_aware_score`) or
+``"loss"`` (the example's latest unweighted loss). The adapters supply the right one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from .errors import SADPError
+from .sampling import (
+    horvitz_thompson_weights,
+    inclusion_probabilities,
+    sample_with_replacement,
+    systematic_sample,
+)
+
+__all__ = [
+    "METHODS",
+    "EpsilonGreedy",
+    "FullData",
+    "ImportanceSampling",
+    "InfoBatch",
+    "Method",
+    "ScoreTable",
+    "Selection",
+    "UniformRandom",
+    "UpperConfidenceBound",
+    "make_method",
+]
+
+Expects = Literal["bound", "loss"]
+
+
+@dataclass
+class ScoreTable:
+    """What a method knows about the examples: the latest score and its running statistics.
+
+    ``latest[i]`` is NaN until example ``i`` is first scored. ``mean`` and ``variance`` are
+    exponential moving averages over the example's scores (used by UCB).
+    """
+
+    latest: np.ndarray
+    mean: np.ndarray
+    variance: np.ndarray
+
+    @classmethod
+    def empty(cls, size: int) -> ScoreTable:
+        return cls(np.full(size, np.nan), np.full(size, np.nan), np.zeros(size))
+
+    def record(self, indices: np.ndarray, values: np.ndarray, decay: float) -> None:
+        """Store new scores (finite, non-negative, already validated)."""
+        self.latest[indices] = values
+        previous = self.mean[indices]
+        first = np.isnan(previous)
+        difference = np.where(first, 0.0, values - previous)
+        self.mean[indices] = np.where(first, values, previous + (1 - decay) * difference)
+        self.variance[indices] = decay * (self.variance[indices] + (1 - decay) * difference**2)
+
+    def filled(self, values: np.ndarray) -> np.ndarray:
+        """``values`` with never-scored examples given the largest known value (drawn soon)."""
+        unscored = np.isnan(values)
+        if not unscored.any():
+            return values
+        if unscored.all():
+            return np.zeros_like(values)
+        return np.where(unscored, np.nanmax(values), values)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One epoch's kept examples (not yet shuffled), their loss weights, and ``pi`` of all N."""
+
+    indices: np.ndarray
+    weights: np.ndarray
+    probabilities: np.ndarray
+
+
+class Method(ABC):
+    """Base of the selection rules."""
+
+    prunes: ClassVar[bool] = True
+    """False for the full-data method, which ignores the budget."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The name accepted by ``Pruner(method=...)``."""
+
+    @property
+    @abstractmethod
+    def expects(self) -> Expects:
+        """What ``Pruner.update`` should receive: ``"bound"`` or ``"loss"``."""
+
+    @abstractmethod
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        """Choose this epoch's ``budget`` examples (roughly, for InfoBatch) from the table."""
+
+
+@dataclass(frozen=True)
+class FullData(Method):
+    """Every example, every epoch, weight 1: the reference that pruning is measured against."""
+
+    name = "full"
+    expects = "loss"
+    prunes: ClassVar[bool] = False
+
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        return _everything(table.latest.shape[0])
+
+
+@dataclass(frozen=True)
+class UniformRandom(Method):
+    """Uniform random dynamic pruning: a fresh uniform sample of ``K`` examples each epoch.
+
+    Raju et al., "Accelerating Deep Learning with Dynamic Data Pruning" (2021) found it
+    beats static pruning. Weights are 1: ``K / (N * K/N)``.
+    """
+
+    name = "random"
+    expects = "loss"
+
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        size = table.latest.shape[0]
+        indices = rng.permutation(size)[:budget]
+        return Selection(indices, np.ones(budget), np.full(size, budget / size))
+
+
+@dataclass(frozen=True)
+class ImportanceSampling(Method):
+    """Sampling proportional to a score, reweighted to stay unbiased (SADP and ``"loss"``).
+
+    ``"sadp"`` uses the spike-aware gradient-norm bound; ``"loss"`` the latest loss, with
+    the same sampler. Scores are smoothed (``s + smoothing * mean(s)``), turned into
+    inclusion probabilities by water-filling, and drawn by systematic PPS sampling; weights
+    are Horvitz-Thompson ``K / (N * pi_i)``. With ``replacement=True``, ``K`` independent
+    draws with ``p_i`` proportional to the smoothed score and weights ``1 / (N p_i)``.
+    """
+
+    score: Expects = "bound"
+    smoothing: float = 0.5
+    replacement: bool = False
+
+    @property
+    def name(self) -> str:
+        return "sadp" if self.score == "bound" else "loss"
+
+    @property
+    def expects(self) -> Expects:
+        return self.score
+
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        scores = table.filled(table.latest)
+        size = scores.shape[0]
+        if self.replacement:
+            return self._with_replacement(scores, budget, rng)
+        probabilities = inclusion_probabilities(scores, budget, smoothing=self.smoothing)
+        order = rng.permutation(size)
+        indices = systematic_sample(probabilities, order, float(rng.random()))
+        weights = horvitz_thompson_weights(probabilities, indices, budget)
+        return Selection(indices, weights, probabilities)
+
+    def _with_replacement(self, scores: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
+        size = scores.shape[0]
+        top = scores.max()
+        smoothed = scores / top if top > 0 else np.ones_like(scores)
+        smoothed = smoothed + self.smoothing * smoothed.mean()
+        if smoothed.sum() <= 0:
+            smoothed = np.ones_like(smoothed)
+        draw = smoothed / smoothed.sum()
+        indices = sample_with_replacement(draw, rng.random(budget))
+        weights = 1.0 / (size * draw[indices])
+        return Selection(indices, weights, -np.expm1(budget * np.log1p(-draw)))
+
+
+@dataclass(frozen=True)
+class InfoBatch(Method):
+    """InfoBatch (Qin et al., "InfoBatch: Lossless Training Speed Up by Unbiased Dynamic
+    Data Pruning", ICLR 2024), from its published description.
+
+    Score = the example's latest loss. Examples with a score at or above the mean are all
+    kept with weight 1; of the "well-learned" ones below the mean, a random ``1 - r`` share
+    is kept and upscaled by the inverse of that share (the paper's ``1 / (1 - r)``, here
+    the exact ``n_low / k_low`` so that the rescaling is unbiased for the rounded count).
+    It processes more than ``(1 - r) N`` examples per epoch; never-scored examples count
+    as high-loss and are kept.
+    """
+
+    name = "infobatch"
+    expects = "loss"
+    prune_ratio: float = 0.5
+
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        scores = table.filled(table.latest)
+        size = scores.shape[0]
+        low = np.flatnonzero(scores < scores.mean())
+        high = np.flatnonzero(scores >= scores.mean())
+        kept_low_count = round((1 - self.prune_ratio) * low.shape[0])
+        kept_low = rng.permutation(low)[:kept_low_count]
+        probabilities = np.ones(size)
+        if low.shape[0]:
+            probabilities[low] = kept_low_count / low.shape[0]
+        upscale = low.shape[0] / kept_low_count if kept_low_count else 1.0
+        indices = np.concatenate([high, kept_low])
+        weights = np.concatenate([np.ones(high.shape[0]), np.full(kept_low_count, upscale)])
+        return Selection(indices, weights, probabilities)
+
+
+@dataclass(frozen=True)
+class UpperConfidenceBound(Method):
+    """UCB pruning (Raju et al., "Accelerating Deep Learning with Dynamic Data Pruning", 2021).
+
+    Each example is an arm whose reward is its loss. The method keeps an exponential moving
+    average of each example's loss and of its variance (``decay``) and trains on the ``K``
+    examples with the largest ``mean + c * std``; ties are broken at random. Weights are 1
+    (the published method does not reweight, so its gradient is biased).
+    """
+
+    name = "ucb"
+    expects = "loss"
+    exploration: float = 1.0
+    decay: float = 0.9
+
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        bound = table.filled(table.mean + self.exploration * np.sqrt(table.variance))
+        return _top(bound, budget, rng)
+
+
+@dataclass(frozen=True)
+class EpsilonGreedy(Method):
+    """Epsilon-greedy pruning (Raju et al., 2021): exploit and explore.
+
+    A share ``1 - epsilon`` of the budget goes to the examples with the largest moving
+    average loss; the remaining ``epsilon * K`` are drawn uniformly from all the others.
+    Weights are 1, as published.
+    """
+
+    name = "eps_greedy"
+    expects = "loss"
+    epsilon: float = 0.1
+    decay: float = 0.9
+
+    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+        size = table.latest.shape[0]
+        greedy_count = round((1 - self.epsilon) * budget)
+        greedy = _top(table.filled(table.mean), greedy_count, rng)
+        others = np.setdiff1d(np.arange(size), greedy.indices, assume_unique=True)
+        explored = rng.permutation(others)[: budget - greedy_count]
+        probabilities = greedy.probabilities
+        if others.shape[0]:
+            probabilities[others] = (budget - greedy_count) / others.shape[0]
+        indices = np.concatenate([greedy.indices, explored])
+        return Selection(indices, np.ones(budget), probabilities)
+
+
+METHODS: tuple[str, ...] = ("sadp", "loss", "full", "random", "infobatch", "ucb", "eps_greedy")
+"""The names accepted by ``Pruner(method=...)``."""
+
+
+def make_method(
+    name: str,
+    *,
+    prune_ratio: float,
+    smoothing: float = 0.5,
+    replacement: bool = False,
+    exploration: float = 1.0,
+    epsilon: float = 0.1,
+    decay: float = 0.9,
+) -> Method:
+    """The method called ``name`` (one of :data:`METHODS`) with its options checked."""
+    _check_fraction("smoothing", smoothing, upper=None)
+    _check_fraction("epsilon", epsilon, upper=1.0)
+    _check_fraction("decay", decay, upper=1.0)
+    _check_fraction("exploration", exploration, upper=None)
+    if name == "sadp":
+        return ImportanceSampling("bound", smoothing, replacement)
+    if name == "loss":
+        return ImportanceSampling("loss", smoothing, replacement)
+    if name == "full":
+        return FullData()
+    if name == "random":
+        return UniformRandom()
+    if name == "infobatch":
+        return InfoBatch(prune_ratio)
+    if name == "ucb":
+        return UpperConfidenceBound(exploration, decay)
+    if name == "eps_greedy":
+        return EpsilonGreedy(epsilon, decay)
+    raise SADPError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+
+
+def _everything(size: int) -> Selection:
+    return Selection(np.arange(size), np.ones(size), np.ones(size))
+
+
+def _top(values: np.ndarray, count: int, rng: np.random.Generator) -> Selection:
+    """The ``count`` largest values (ties broken at random) with probability 1, others 0."""
+    size = values.shape[0]
+    order = rng.permutation(size)
+    probabilities = np.zeros(size)
+    if count == 0:
+        return Selection(order[:0], np.ones(0), probabilities)
+    chosen = order[np.argpartition(-values[order], count - 1)[:count]] if count < size else order
+    probabilities[chosen] = 1.0
+    return Selection(chosen, np.ones(count), probabilities)
+
+
+def _check_fraction(name: str, value: object, upper: float | None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or value < 0 or (upper is not None and value > upper):  # type: ignore[operator]
+        bound = f"[0, {upper}]" if upper is not None else ">= 0"
+        raise SADPError(f"{name} must be a number {bound}, got {value!r}")
