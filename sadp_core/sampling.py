@@ -175,16 +175,21 @@ def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: 
         )
     certain = probabilities >= 1 - CERTAINTY_TOLERANCE
     certain_indices = xp.nonzero(certain)[0]
-    remaining = budget - certain_indices.shape[0]
+    remaining = budget - int(certain_indices.shape[0])
+    certain_indices = xp.astype(certain_indices, order.dtype)
+    if remaining == 0:
+        return certain_indices
+    # the rest: intervals (a_i, b_i] of length pi_i laid out in `order`, and the points u + j
     ordered = xp.take(xp.where(certain, 0.0, probabilities), order)
-    cumulative = xp.minimum(xp.cumulative_sum(ordered), xp.asarray(float(remaining)))
-    if size > 0:
-        cumulative = xp.concat([cumulative[:-1], xp.asarray([float(remaining)], dtype=cumulative.dtype)])
+    ends = xp.minimum(xp.cumulative_sum(ordered), xp.asarray(float(remaining)))
+    # absorb rounding: the last interval of positive length ends exactly at K'
+    last = int(xp.max(xp.nonzero(ordered > 0)[0]))
+    ends = xp.where(xp.arange(size) >= last, xp.asarray(float(remaining)), ends)
     offset = math.floor(offset * _OFFSET_GRID) / _OFFSET_GRID
-    points_passed = xp.floor(cumulative - offset)  # how many points u + j lie below each end
-    before = xp.concat([xp.asarray([math.floor(-offset)], dtype=points_passed.dtype), points_passed[:-1]])
-    picked = xp.take(order, xp.nonzero(points_passed > before)[0])
-    return xp.concat([xp.astype(certain_indices, order.dtype), picked])
+    points_passed = xp.floor(ends - offset)  # points u + j in (0, end]; zero-length intervals get none
+    starts = xp.concat([xp.asarray([math.floor(-offset)], dtype=ends.dtype), points_passed[:-1]])
+    picked = xp.take(order, xp.nonzero(points_passed > starts)[0])
+    return xp.concat([certain_indices, picked])
 
 
 def sample_with_replacement(probabilities: Array, uniforms: Array, *, xp: Any = None) -> Array:

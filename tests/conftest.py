@@ -1,0 +1,84 @@
+"""Shared fixtures: the ``xp`` fixture runs a test once per Array API backend.
+
+Which backends run is the nox session's choice, through ``SADP_XP_BACKENDS`` (a
+comma-separated list of numpy, array_api_strict, torch, jax). A listed backend that cannot
+be imported is an error, never a silent skip. Unset, every importable backend runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "jax")
+
+
+def _load(name: str) -> ModuleType:
+    if name == "numpy":
+        return importlib.import_module("array_api_compat.numpy")
+    if name == "array_api_strict":
+        return importlib.import_module("array_api_strict")
+    if name == "torch":
+        importlib.import_module("torch").set_num_threads(1)
+        return importlib.import_module("array_api_compat.torch")
+    if name == "jax":
+        jax = importlib.import_module("jax")
+        jax.config.update("jax_enable_x64", True)
+        return importlib.import_module("jax.numpy")
+    raise pytest.UsageError(f"unknown backend {name!r} in SADP_XP_BACKENDS; choose from {ALL_BACKENDS}")
+
+
+def _selected_backends() -> list[str]:
+    requested = os.environ.get("SADP_XP_BACKENDS")
+    if requested:
+        return [name.strip() for name in requested.split(",") if name.strip()]
+    available = []
+    for name in ALL_BACKENDS:
+        try:
+            _load(name)
+        except ImportError:
+            continue
+        available.append(name)
+    return available
+
+
+BACKENDS = _selected_backends()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def xp(request: pytest.FixtureRequest) -> ModuleType:
+    """An Array API namespace: numpy, array-api-strict, torch or jax."""
+    return _load(request.param)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError):
+        return np.asarray(x)
+
+
+@pytest.fixture(scope="session")
+def to_np() -> Any:
+    """Convert an array of any backend to numpy (for comparisons in tests)."""
+    return _to_numpy
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) tests marked ``backend("jax")`` when that backend is not selected."""
+    selected, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker("backend")
+        (deselected if marker and marker.args[0] not in BACKENDS else selected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected

@@ -1,0 +1,121 @@
+"""The baselines, each checked against its published rule (sadp_core.methods)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sadp_core import Pruner
+from sadp_core.methods import ScoreTable, make_method
+
+
+def table_with(latest: np.ndarray) -> ScoreTable:
+    table = ScoreTable.empty(latest.shape[0])
+    table.record(np.arange(latest.shape[0]), latest, decay=0.9)
+    return table
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def test_each_method_says_what_update_expects():
+    expected = {"sadp": "bound", "loss": "loss", "full": "loss", "random": "loss",
+                "infobatch": "loss", "ucb": "loss", "eps_greedy": "loss"}  # fmt: skip
+    for name, value in expected.items():
+        assert Pruner(num_examples=5, epochs=2, method=name).expects == value
+
+
+def test_full_keeps_everything_in_pruning_epochs_too():
+    pruner = Pruner(num_examples=50, prune_ratio=0.7, epochs=4, method="full")
+    for epoch in range(4):
+        plan = pruner.plan(epoch)
+        assert sorted(plan.indices.tolist()) == list(range(50)) and np.all(plan.weights == 1)
+    assert pruner.stats.theoretical_speedup == 1.0
+
+
+def test_random_is_a_uniform_sample_of_the_budget():
+    selection = make_method("random", prune_ratio=0.6).select(table_with(np.arange(100.0)), 40, rng())
+    assert len(np.unique(selection.indices)) == 40
+    np.testing.assert_allclose(selection.probabilities, 0.4)
+    assert np.all(selection.weights == 1)
+    frequency = np.zeros(100)
+    for seed in range(2000):
+        frequency[make_method("random", prune_ratio=0.6).select(table_with(np.zeros(100)), 40, rng(seed)).indices] += 1
+    standard_error = np.sqrt(0.4 * 0.6 / 2000)
+    assert np.all(np.abs(frequency / 2000 - 0.4) <= 5 * standard_error)
+
+
+def test_infobatch_keeps_high_loss_and_upscales_a_random_share_of_low_loss():
+    losses = np.array([5.0, 4.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])  # mean ~1.17
+    selection = make_method("infobatch", prune_ratio=0.5).select(table_with(losses), 6, rng())
+    kept = set(selection.indices.tolist())
+    assert {0, 1} <= kept  # above the mean: always kept
+    low_kept = kept - {0, 1}
+    assert len(low_kept) == 5  # round(0.5 * 10)
+    weights = dict(zip(selection.indices.tolist(), selection.weights.tolist()))
+    assert weights[0] == weights[1] == 1.0
+    assert all(weights[i] == pytest.approx(10 / 5) for i in low_kept)
+    np.testing.assert_allclose(selection.probabilities[[0, 1]], 1.0)
+    np.testing.assert_allclose(selection.probabilities[2:], 0.5)
+
+
+def test_infobatch_processes_more_than_the_budget_and_is_unbiased():
+    rng_values = rng(5)
+    losses = rng_values.lognormal(0, 1, 200)
+    draws = 3000
+    estimates = np.empty(draws)
+    sizes = np.empty(draws)
+    for seed in range(draws):
+        selection = make_method("infobatch", prune_ratio=0.7).select(table_with(losses), 60, rng(seed))
+        estimates[seed] = np.sum(selection.weights * losses[selection.indices]) / 200
+        sizes[seed] = len(selection.indices)
+    assert sizes.min() > 60
+    error = estimates.std(ddof=1) / np.sqrt(draws)
+    assert abs(estimates.mean() - losses.mean()) <= 5 * error
+
+
+def test_ucb_takes_the_largest_mean_plus_exploration_bonus():
+    table = ScoreTable.empty(6)
+    history = [np.array([1.0, 1.0, 5.0, 0.5, 2.0, 0.0]), np.array([1.0, 9.0, 5.0, 0.5, 2.0, 0.0])]
+    for losses in history:
+        table.record(np.arange(6), losses, decay=0.5)
+    # EMA with decay 0.5: means [1, 5, 5, .5, 2, 0]; variance of example 1: 0.5 * (0.5 * 8**2) = 16
+    np.testing.assert_allclose(table.mean, [1.0, 5.0, 5.0, 0.5, 2.0, 0.0])
+    np.testing.assert_allclose(table.variance, [0.0, 16.0, 0.0, 0.0, 0.0, 0.0])
+    selection = make_method("ucb", prune_ratio=0.5, exploration=1.0).select(table, 3, rng())
+    assert set(selection.indices.tolist()) == {1, 2, 4}
+    assert np.all(selection.weights == 1)
+    np.testing.assert_array_equal(selection.probabilities, [0, 1, 1, 0, 1, 0])
+
+
+def test_ucb_breaks_ties_at_random():
+    chosen = {
+        tuple(sorted(make_method("ucb", prune_ratio=0.5).select(table_with(np.ones(10)), 5, rng(s)).indices))
+        for s in range(20)
+    }
+    assert len(chosen) > 1
+
+
+def test_eps_greedy_exploits_the_top_and_explores_the_rest():
+    losses = np.arange(100.0)
+    selection = make_method("eps_greedy", prune_ratio=0.8, epsilon=0.25).select(table_with(losses), 20, rng())
+    kept = selection.indices
+    assert len(np.unique(kept)) == 20
+    assert set(range(85, 100)) <= set(kept.tolist())  # the 15 greedy picks
+    np.testing.assert_allclose(selection.probabilities[85:], 1.0)
+    np.testing.assert_allclose(selection.probabilities[:85], 5 / 85)
+    assert np.all(selection.weights == 1)
+
+
+@pytest.mark.parametrize("method", ["random", "infobatch", "ucb", "eps_greedy", "loss", "sadp"])
+def test_every_method_runs_a_whole_schedule(method):
+    pruner = Pruner(num_examples=120, prune_ratio=0.5, epochs=5, seed=2, method=method)
+    values = rng(9).lognormal(0, 1, 120)
+    for epoch in range(5):
+        plan = pruner.plan(epoch)
+        assert len(np.unique(plan.indices)) == len(plan.indices)
+        assert np.all(np.isfinite(plan.weights)) and np.all(plan.weights > 0)
+        assert np.all(plan.probabilities[plan.indices] > 0)
+        pruner.update(plan.indices, values[plan.indices] * (1 + epoch))
+    assert pruner.stats.epochs_planned == 5
