@@ -7,18 +7,20 @@ several GB of CUDA wheels.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "core", "torch", "jax", "docs", "bench"]
+nox.options.sessions = ["lint", "docs", "bench", "core", "torch", "jax"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
 ROOT = Path(__file__).parent
 HAS_CUDA = shutil.which("nvidia-smi") is not None
 TORCH = [] if HAS_CUDA else ["-c", str(ROOT / "ci" / "constraints-cpu.txt")]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _pytest(session: nox.Session, backends: str, *extra: str) -> None:
@@ -70,6 +72,16 @@ def bench(session: nox.Session) -> None:
     """Run the core benchmark once at a small size (the figures are printed, not asserted)."""
     session.install(".")
     session.run("python", "benchmarks/core_speed.py", "--num-examples", "1000000", "--repeats", "3")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: Fashion-MNIST with all data, then with SADP (README quick start)."""
+    if not FASHION_MNIST.exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "dataset-fashion-mnist", external=True)
+    session.install(".", "torch", "tqdm", "matplotlib", *TORCH)
+    session.run("python", "benchmarks/fashion_mnist.py", *session.posargs)
 
 
 @nox.session

@@ -127,7 +127,11 @@ class Pruner:
     ) -> None:
         if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
             raise SADPError(f"num_examples must be a positive integer, got {num_examples!r}")
-        if isinstance(prune_ratio, bool) or not isinstance(prune_ratio, (int, float)) or not 0 <= prune_ratio < 1:
+        if (
+            isinstance(prune_ratio, bool)
+            or not isinstance(prune_ratio, (int, float))
+            or not 0 <= prune_ratio < 1
+        ):
             raise SADPError(f"prune_ratio must be a number in [0, 1), got {prune_ratio!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise SADPError(f"seed must be a non-negative integer, got {seed!r}")
@@ -183,7 +187,7 @@ class Pruner:
     @property
     def scores(self) -> np.ndarray:
         """The latest score of every example (NaN where none was received yet); read-only."""
-        view = self._table.latest.view()
+        view: np.ndarray = self._table.latest.view()
         view.flags.writeable = False
         return view
 
@@ -307,7 +311,9 @@ class Pruner:
         return PrunerStats(
             epochs_planned=planned_epochs,
             examples_planned=progress.examples_planned,
-            processed_fraction=progress.examples_planned / (planned_epochs * size) if planned_epochs else math.nan,
+            processed_fraction=progress.examples_planned / (planned_epochs * size)
+            if planned_epochs
+            else math.nan,
             projected_fraction=projected_fraction,
             theoretical_speedup=1.0 / projected_fraction,
             nonfinite_scores=progress.nonfinite_scores,

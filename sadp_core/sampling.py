@@ -40,9 +40,7 @@ _OFFSET_GRID = 2.0**20  # the systematic offset is rounded to this grid: u + K -
 _QUICK_ROUNDS = 64
 
 
-def inclusion_probabilities(
-    scores: Array, budget: int, *, smoothing: float = 0.0, xp: Any = None
-) -> Array:
+def inclusion_probabilities(scores: Array, budget: int, *, smoothing: float = 0.0, xp: Any = None) -> Array:
     """Inclusion probabilities proportional to the scores, capped at 1, summing to ``budget``.
 
     Args:
@@ -219,9 +217,7 @@ def sample_with_replacement(probabilities: Array, uniforms: Array, *, xp: Any = 
     return xp.clip(picked, 0, size - 1)
 
 
-def horvitz_thompson_weights(
-    probabilities: Array, indices: Array, budget: int, *, xp: Any = None
-) -> Array:
+def horvitz_thompson_weights(probabilities: Array, indices: Array, budget: int, *, xp: Any = None) -> Array:
     """Loss weights ``w_i = K / (N * pi_i)`` of the kept examples.
 
     With these weights, the mean of ``w_i * loss_i`` over the ``K`` kept examples is an

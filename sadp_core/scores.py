@@ -24,9 +24,7 @@ from .errors import SADPError
 __all__ = ["exact_readout_score", "spike_aware_score", "trace_norms"]
 
 
-def spike_aware_score(
-    spike_norms: Array, error_norms: Array, bias: bool = True, *, xp: Any = None
-) -> Array:
+def spike_aware_score(spike_norms: Array, error_norms: Array, bias: bool = True, *, xp: Any = None) -> Array:
     """Spike-aware upper bound on each example's readout gradient norm.
 
     Args:
@@ -90,9 +88,7 @@ def trace_norms(spikes: Array, errors: Array, *, xp: Any = None) -> tuple[Array,
     return xp.linalg.vector_norm(spikes, axis=-1), xp.linalg.vector_norm(errors, axis=-1)
 
 
-def exact_readout_score(
-    spikes: Array, errors: Array, bias: bool = True, *, xp: Any = None
-) -> Array:
+def exact_readout_score(spikes: Array, errors: Array, bias: bool = True, *, xp: Any = None) -> Array:
     r"""Exact norm of each example's readout gradient, by the ghost-norm identity.
 
     .. math::

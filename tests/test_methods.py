@@ -41,7 +41,9 @@ def test_random_is_a_uniform_sample_of_the_budget():
     assert np.all(selection.weights == 1)
     frequency = np.zeros(100)
     for seed in range(2000):
-        frequency[make_method("random", prune_ratio=0.6).select(table_with(np.zeros(100)), 40, rng(seed)).indices] += 1
+        frequency[
+            make_method("random", prune_ratio=0.6).select(table_with(np.zeros(100)), 40, rng(seed)).indices
+        ] += 1
     standard_error = np.sqrt(0.4 * 0.6 / 2000)
     assert np.all(np.abs(frequency / 2000 - 0.4) <= 5 * standard_error)
 
@@ -53,7 +55,7 @@ def test_infobatch_keeps_high_loss_and_upscales_a_random_share_of_low_loss():
     assert {0, 1} <= kept  # above the mean: always kept
     low_kept = kept - {0, 1}
     assert len(low_kept) == 5  # round(0.5 * 10)
-    weights = dict(zip(selection.indices.tolist(), selection.weights.tolist()))
+    weights = dict(zip(selection.indices.tolist(), selection.weights.tolist(), strict=False))
     assert weights[0] == weights[1] == 1.0
     assert all(weights[i] == pytest.approx(10 / 5) for i in low_kept)
     np.testing.assert_allclose(selection.probabilities[[0, 1]], 1.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -81,7 +80,7 @@ def test_same_seed_same_plans_and_other_seed_other_plans():
     plans_a = run(Pruner(num_examples=300, prune_ratio=0.5, epochs=5, seed=7), range(5))
     plans_b = run(Pruner(num_examples=300, prune_ratio=0.5, epochs=5, seed=7), range(5))
     plans_c = run(Pruner(num_examples=300, prune_ratio=0.5, epochs=5, seed=8), range(5))
-    for a, b in zip(plans_a, plans_b):
+    for a, b in zip(plans_a, plans_b, strict=False):
         assert_same_plan(a, b)
     assert not np.array_equal(plans_a[2].indices, plans_c[2].indices)
 
@@ -96,7 +95,9 @@ def test_no_global_random_state_is_used_or_changed():
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("replacement", [False, True])
 def test_resume_from_state_dict_reproduces_the_remaining_plans(method, replacement):
-    options = dict(num_examples=200, prune_ratio=0.5, epochs=6, seed=11, method=method, replacement=replacement)
+    options = dict(
+        num_examples=200, prune_ratio=0.5, epochs=6, seed=11, method=method, replacement=replacement
+    )
     reference = Pruner(**options)
     expected = run(reference, range(6))
 
@@ -113,7 +114,7 @@ def test_resume_from_state_dict_reproduces_the_remaining_plans(method, replaceme
         idx = plan.indices[start : start + 32]
         resumed.update(idx, fake_scores(idx, 2))
     rest = run(resumed, range(3, 6))
-    for a, b in zip(expected[3:], rest):
+    for a, b in zip(expected[3:], rest, strict=False):
         assert_same_plan(a, b)
     assert resumed.stats == reference.stats
     np.testing.assert_array_equal(resumed.scores, reference.scores)

@@ -104,7 +104,9 @@ def test_inclusion_frequencies_match_probabilities(xp, to_np):
     draws = draws_for(xp)
     counts = np.zeros(scores.size)
     for _ in range(draws):
-        counts[to_np(systematic_sample(pi, xp.asarray(rng.permutation(scores.size)), float(rng.random())))] += 1
+        counts[
+            to_np(systematic_sample(pi, xp.asarray(rng.permutation(scores.size)), float(rng.random())))
+        ] += 1
     frequency = counts / draws
     standard_error = np.sqrt(pi_np * (1 - pi_np) / draws)
     assert np.all(np.abs(frequency - pi_np) <= 5 * standard_error + 1e-12), np.max(

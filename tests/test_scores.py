@@ -83,7 +83,9 @@ def test_feature_maps_are_flattened(xp, to_np):
 def test_no_spikes_and_no_bias_scores_zero(xp, to_np):
     spikes = np.zeros((4, 3, 6))
     errors = np.ones((4, 3, 2))
-    assert np.all(to_np(spike_aware_score(*trace_norms(xp.asarray(spikes), xp.asarray(errors)), bias=False)) == 0)
+    assert np.all(
+        to_np(spike_aware_score(*trace_norms(xp.asarray(spikes), xp.asarray(errors)), bias=False)) == 0
+    )
     assert np.all(to_np(exact_readout_score(xp.asarray(spikes), xp.asarray(errors), bias=False)) == 0)
 
 
