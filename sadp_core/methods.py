@@ -100,7 +100,7 @@ class Method(ABC):
     @property
     @abstractmethod
     def expects(self) -> Expects:
-        """What ``Pruner.update`` should receive: ``"bound"`` or ``"loss"``."""
+        """Which value ``Pruner.update`` should receive, ``"bound"`` or ``"loss"``."""
 
     @abstractmethod
     def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:

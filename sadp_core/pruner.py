@@ -181,7 +181,7 @@ class Pruner:
 
     @property
     def expects(self) -> str:
-        """What :meth:`update` expects: ``"bound"`` (spike-aware score) or ``"loss"``."""
+        """Which value :meth:`update` expects, ``"bound"`` (spike-aware score) or ``"loss"``."""
         return self.method.expects
 
     @property

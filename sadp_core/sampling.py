@@ -36,7 +36,6 @@ This keeps every sampled interval of the systematic draw shorter than 1 even aft
 floating-point rounding, which is what guarantees exactly ``K`` distinct examples.
 """
 
-_OFFSET_GRID = 2.0**20  # the systematic offset is rounded to this grid: u + K - 1 stays exact
 _QUICK_ROUNDS = 64
 
 
@@ -51,7 +50,7 @@ def inclusion_probabilities(scores: Array, budget: int, *, smoothing: float = 0.
         xp: Array API namespace; inferred from ``scores`` when omitted.
 
     Returns:
-        ``[N]`` probabilities ``pi`` in ``[0, 1]`` with ``sum(pi) = K``: ``pi_i = c * s_i`` for
+        ``[N]`` probabilities ``pi`` in ``[0, 1]`` with ``sum(pi) = K``; ``pi_i = c * s_i`` for
         some ``c``, except where that exceeds ``1 - CERTAINTY_TOLERANCE`` (then ``pi_i = 1``).
         If fewer than ``K`` scores are positive, the zero-score examples share the rest of
         the budget equally; all-zero scores give ``K / N`` each.
@@ -133,10 +132,11 @@ def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: 
 
     Systematic PPS sampling: examples with ``pi = 1`` are always taken; the others are laid
     out in the random ``order`` as consecutive intervals of length ``pi_i``, and the points
-    ``u, u + 1, ..., u + K' - 1`` pick the intervals they fall in. Since every interval is
+    ``u + j`` in ``(0, K']`` pick the intervals they fall in. Since every interval is
     shorter than 1, no example is picked twice. With ``order`` a uniform random
     permutation and ``offset`` uniform on ``[0, 1)``, each example is included with
-    probability exactly ``pi_i``.
+    probability ``pi_i`` (exactly, but for the rounding of ``u`` to a grid of
+    ``2**-(52 - log2 K)``: below ``2e-9`` for ``K`` up to ten million).
 
     Args:
         probabilities: ``[N]`` inclusion probabilities in ``[0, 1]`` whose sum is an integer
@@ -183,7 +183,10 @@ def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: 
     # absorb rounding: the last interval of positive length ends exactly at K'
     last = int(xp.max(xp.nonzero(ordered > 0)[0]))
     ends = xp.where(xp.arange(size) >= last, xp.asarray(float(remaining)), ends)
-    offset = math.floor(offset * _OFFSET_GRID) / _OFFSET_GRID
+    # u on a grid of 2**-(52 - bits(K')): K' - u is exact in float64, so exactly K' points
+    # lie in (0, K'], and each inclusion probability is off by at most that grid step
+    grid = 2.0 ** (52 - remaining.bit_length())
+    offset = math.floor(offset * grid) / grid
     points_passed = xp.floor(ends - offset)  # points u + j in (0, end]; zero-length intervals get none
     starts = xp.concat([xp.asarray([math.floor(-offset)], dtype=ends.dtype), points_passed[:-1]])
     picked = xp.take(order, xp.nonzero(points_passed > starts)[0])

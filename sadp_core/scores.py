@@ -43,7 +43,7 @@ def spike_aware_score(spike_norms: Array, error_norms: Array, bias: bool = True,
         >>> spikes = np.array([[0.0, 2.0], [3.0, 0.0]])   # T=2 steps, B=2 examples
         >>> errors = np.array([[1.0, 1.0], [1.0, 0.5]])
         >>> spike_aware_score(spikes, errors).round(4).tolist()
-        [4.1623, 2.736]
+        [4.1623, 2.7361]
     """
     xp = namespace(spike_norms, error_norms, xp=xp)
     spike_norms = as_floating(spike_norms, xp, "spike_norms")
