@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from idx_data import FASHION_MNIST_DIR, MissingData, Split, load_digits_split, load_idx_directory
 from torch import nn
@@ -124,7 +123,9 @@ def evaluate(model: LIFNet, test: Split, batch_size: int) -> float:
     correct = 0
     for start in range(0, len(test.labels), batch_size):
         outputs, _ = model(torch.from_numpy(test.images[start : start + batch_size]))
-        correct += int((outputs.mean(0).argmax(1) == torch.from_numpy(test.labels[start : start + batch_size])).sum())
+        correct += int(
+            (outputs.mean(0).argmax(1) == torch.from_numpy(test.labels[start : start + batch_size])).sum()
+        )
     return correct / len(test.labels)
 
 
@@ -150,7 +151,9 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=FASHION_MNIST_DIR, help="directory of the four idx files")
+    parser.add_argument(
+        "--data", type=Path, default=FASHION_MNIST_DIR, help="directory of the four idx files"
+    )
     parser.add_argument("--dataset", choices=["idx", "digits"], default="idx",
                         help="'digits': scikit-learn's 8x8 digits instead (quick check)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=8)
@@ -165,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        train, test = load_digits_split(args.seed) if args.dataset == "digits" else load_idx_directory(args.data)
+        train, test = (
+            load_digits_split(args.seed) if args.dataset == "digits" else load_idx_directory(args.data)
+        )
     except MissingData as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -180,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(sys.argv),
         "dataset": str(args.data) if args.dataset == "idx" else "sklearn digits",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "sadp_core": sadp_core.__version__, "processor": platform.machine()},  # fmt: skip
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "sadp_core": sadp_core.__version__,
+            "processor": platform.machine(),
+        },
         "runs": runs,
     }
     (args.out / "results.json").write_text(json.dumps(record, indent=2))
@@ -191,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(runs: list[dict]) -> None:
-    header = f"{'run':<12}{'test acc':>10}{'train s':>10}{'share':>8}{'speedup':>9}{'max':>7}{'achieved/max':>14}"
+    header = (
+        f"{'run':<12}{'test acc':>10}{'train s':>10}{'share':>8}{'speedup':>9}{'max':>7}{'achieved/max':>14}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     for run in runs:
         name = "all data" if run["method"] == "full" else f"sadp r={run['prune_ratio']}"
