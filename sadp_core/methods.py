@@ -19,7 +19,6 @@ import numpy as np
 
 from .errors import SADPError
 from .sampling import (
-    horvitz_thompson_weights,
     inclusion_probabilities,
     sample_with_replacement,
     systematic_sample,
@@ -44,28 +43,39 @@ Expects = Literal["bound", "loss"]
 
 @dataclass
 class ScoreTable:
-    """What a method knows about the examples: the latest score and its running statistics.
+    """What a method knows about the examples: the latest score, and running statistics.
 
     ``latest[i]`` is NaN until example ``i`` is first scored. ``mean`` and ``variance`` are
-    exponential moving averages over the example's scores (used by UCB).
+    exponential moving averages of each example's scores, kept only for the methods that
+    use them (UCB and epsilon-greedy); otherwise they are ``None``.
     """
 
     latest: np.ndarray
-    mean: np.ndarray
-    variance: np.ndarray
+    mean: np.ndarray | None = None
+    variance: np.ndarray | None = None
 
     @classmethod
-    def empty(cls, size: int) -> ScoreTable:
+    def empty(cls, size: int, history: bool = False) -> ScoreTable:
+        if not history:
+            return cls(np.full(size, np.nan))
         return cls(np.full(size, np.nan), np.full(size, np.nan), np.zeros(size))
 
     def record(self, indices: np.ndarray, values: np.ndarray, decay: float) -> None:
         """Store new scores (finite, non-negative, already validated)."""
         self.latest[indices] = values
+        if self.mean is None or self.variance is None:
+            return
         previous = self.mean[indices]
         first = np.isnan(previous)
         difference = np.where(first, 0.0, values - previous)
         self.mean[indices] = np.where(first, values, previous + (1 - decay) * difference)
         self.variance[indices] = decay * (self.variance[indices] + (1 - decay) * difference**2)
+
+    def history(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, variance)``; only tables made with ``history=True`` keep them."""
+        if self.mean is None or self.variance is None:
+            raise RuntimeError("this score table keeps no moving averages (made with history=False)")
+        return self.mean, self.variance
 
     def filled(self, values: np.ndarray) -> np.ndarray:
         """``values`` with never-scored examples given the largest known value (drawn soon)."""
@@ -79,11 +89,16 @@ class ScoreTable:
 
 @dataclass(frozen=True)
 class Selection:
-    """One epoch's kept examples (not yet shuffled), their loss weights, and ``pi`` of all N."""
+    """One epoch's kept examples, their loss weights, and the inclusion probabilities of all N.
+
+    ``ordered`` says whether ``indices`` already come in the epoch's random order; if not,
+    the :class:`~sadp_core.Pruner` puts them in that order before batching.
+    """
 
     indices: np.ndarray
     weights: np.ndarray
     probabilities: np.ndarray
+    ordered: bool = False
 
 
 class Method(ABC):
@@ -91,6 +106,8 @@ class Method(ABC):
 
     prunes: ClassVar[bool] = True
     """False for the full-data method, which ignores the budget."""
+    keeps_history: ClassVar[bool] = False
+    """True for the methods that read the moving averages of the score table."""
 
     @property
     @abstractmethod
@@ -103,8 +120,14 @@ class Method(ABC):
         """Which value ``Pruner.update`` should receive, ``"bound"`` or ``"loss"``."""
 
     @abstractmethod
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
-        """Choose this epoch's ``budget`` examples (roughly, for InfoBatch) from the table."""
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
+        """Choose this epoch's ``budget`` examples (roughly, for InfoBatch) from the table.
+
+        ``rng`` is this epoch's random generator and ``order`` this epoch's random order
+        of all examples (:class:`~sadp_core.ordering.EpochOrders`).
+        """
 
 
 @dataclass(frozen=True)
@@ -115,8 +138,10 @@ class FullData(Method):
     expects = "loss"
     prunes: ClassVar[bool] = False
 
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
-        return _everything(table.latest.shape[0])
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
+        return Selection(order, np.ones(order.shape[0]), np.ones(order.shape[0]), ordered=True)
 
 
 @dataclass(frozen=True)
@@ -130,10 +155,11 @@ class UniformRandom(Method):
     name = "random"
     expects = "loss"
 
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
-        size = table.latest.shape[0]
-        indices = rng.permutation(size)[:budget]
-        return Selection(indices, np.ones(budget), np.full(size, budget / size))
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
+        size = order.shape[0]
+        return Selection(order[:budget], np.ones(budget), np.full(size, budget / size), ordered=True)
 
 
 @dataclass(frozen=True)
@@ -159,16 +185,18 @@ class ImportanceSampling(Method):
     def expects(self) -> Expects:
         return self.score
 
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
         scores = table.filled(table.latest)
-        size = scores.shape[0]
         if self.replacement:
             return self._with_replacement(scores, budget, rng)
         probabilities = inclusion_probabilities(scores, budget, smoothing=self.smoothing)
-        order = rng.permutation(size)
-        indices = systematic_sample(probabilities, order, float(rng.random()))
-        weights = horvitz_thompson_weights(probabilities, indices, budget)
-        return Selection(indices, weights, probabilities)
+        indices, kept = systematic_sample(
+            probabilities, order, float(rng.random()), return_probabilities=True
+        )
+        weights = budget / (order.shape[0] * kept)  # Horvitz-Thompson, see horvitz_thompson_weights
+        return Selection(indices, weights, probabilities, ordered=True)
 
     def _with_replacement(self, scores: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         size = scores.shape[0]
@@ -178,9 +206,10 @@ class ImportanceSampling(Method):
         if smoothed.sum() <= 0:
             smoothed = np.ones_like(smoothed)
         draw = smoothed / smoothed.sum()
-        indices = sample_with_replacement(draw, rng.random(budget))
+        uniforms = np.sort(rng.random(budget))  # sorted: a cache-friendly search
+        indices = sample_with_replacement(draw, uniforms)[rng.permutation(budget)]
         weights = 1.0 / (size * draw[indices])
-        return Selection(indices, weights, -np.expm1(budget * np.log1p(-draw)))
+        return Selection(indices, weights, -np.expm1(budget * np.log1p(-draw)), ordered=True)
 
 
 @dataclass(frozen=True)
@@ -200,7 +229,9 @@ class InfoBatch(Method):
     expects = "loss"
     prune_ratio: float = 0.5
 
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
         scores = table.filled(table.latest)
         size = scores.shape[0]
         low = np.flatnonzero(scores < scores.mean())
@@ -228,11 +259,15 @@ class UpperConfidenceBound(Method):
 
     name = "ucb"
     expects = "loss"
+    keeps_history = True
     exploration: float = 1.0
     decay: float = 0.9
 
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
-        bound = table.filled(table.mean + self.exploration * np.sqrt(table.variance))
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
+        mean, variance = table.history()
+        bound = table.filled(mean + self.exploration * np.sqrt(variance))
         return _top(bound, budget, rng)
 
 
@@ -247,13 +282,16 @@ class EpsilonGreedy(Method):
 
     name = "eps_greedy"
     expects = "loss"
+    keeps_history = True
     epsilon: float = 0.1
     decay: float = 0.9
 
-    def select(self, table: ScoreTable, budget: int, rng: np.random.Generator) -> Selection:
+    def select(
+        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+    ) -> Selection:
         size = table.latest.shape[0]
         greedy_count = round((1 - self.epsilon) * budget)
-        greedy = _top(table.filled(table.mean), greedy_count, rng)
+        greedy = _top(table.filled(table.history()[0]), greedy_count, rng)
         others = np.setdiff1d(np.arange(size), greedy.indices, assume_unique=True)
         explored = rng.permutation(others)[: budget - greedy_count]
         probabilities = greedy.probabilities
@@ -299,14 +337,10 @@ def make_method(
     raise SADPError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
 
 
-def _everything(size: int) -> Selection:
-    return Selection(np.arange(size), np.ones(size), np.ones(size))
-
-
 def _top(values: np.ndarray, count: int, rng: np.random.Generator) -> Selection:
     """The ``count`` largest values (ties broken at random) with probability 1, others 0."""
     size = values.shape[0]
-    order = rng.permutation(size)
+    order = rng.permutation(size)  # random tie-breaking
     probabilities = np.zeros(size)
     if count == 0:
         return Selection(order[:0], np.ones(0), probabilities)

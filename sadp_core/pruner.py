@@ -23,7 +23,8 @@ import numpy as np
 
 from ._array import to_numpy
 from .errors import SADPError, SADPWarning
-from .methods import METHODS, Method, ScoreTable, Selection, make_method
+from .methods import METHODS, FullData, Method, ScoreTable, make_method
+from .ordering import EpochOrders
 from .schedule import Phase, Schedule
 
 __all__ = ["Plan", "Pruner", "PrunerStats"]
@@ -82,6 +83,14 @@ class _Progress:
     pruned_epochs_planned: int = 0
     pruned_examples_planned: int = 0
     nonfinite_scores: int = 0
+
+
+def _in_order(indices: np.ndarray, weights: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct kept ``indices`` (and their weights) rearranged in the epoch's ``order``."""
+    weight_of = np.zeros(order.shape[0])
+    weight_of[indices] = weights  # every kept example has a weight > 0
+    kept = order[weight_of[order] > 0]
+    return kept, weight_of[kept]
 
 
 class Pruner:
@@ -148,7 +157,8 @@ class Pruner:
             method, prune_ratio=float(prune_ratio), smoothing=smoothing, replacement=replacement,
             exploration=exploration, epsilon=epsilon, decay=decay,
         )  # fmt: skip
-        self._table = ScoreTable.empty(num_examples)
+        self._table = ScoreTable.empty(num_examples, history=self.method.keeps_history)
+        self._orders = EpochOrders(num_examples, seed)
         self._progress = _Progress()
         self._plan: Plan | None = None
 
@@ -209,19 +219,16 @@ class Pruner:
                 "plans are drawn in epoch order and only the latest is kept"
             )
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(epoch,))))
-        if phase == "prune" and self.method.prunes:
-            selection = self.method.select(self._table, self.budget, rng)
-        else:
-            size = self.num_examples
-            selection = Selection(np.arange(size), np.ones(size), np.ones(size))
-        shuffle = rng.permutation(selection.indices.shape[0])
+        order = self._orders.draw(rng)
+        method = self.method if phase == "prune" else FullData()
+        selection = method.select(self._table, self.budget, rng, order)
+        indices, weights = selection.indices, selection.weights
+        if not selection.ordered:
+            indices, weights = _in_order(indices, weights, order)
         plan = Plan(
-            epoch=epoch,
-            phase=phase,
-            indices=selection.indices[shuffle].astype(np.int64, copy=False),
-            weights=np.asarray(selection.weights, dtype=np.float64)[shuffle],
-            probabilities=np.asarray(selection.probabilities, dtype=np.float64),
-        )
+            epoch, phase, indices.astype(np.int64, copy=False), np.asarray(weights, dtype=np.float64),
+            np.asarray(selection.probabilities, dtype=np.float64),
+        )  # fmt: skip
         for array in plan[2:]:
             array.flags.writeable = False
         self._record_plan(plan)
@@ -333,8 +340,8 @@ class Pruner:
             "version": _STATE_VERSION,
             "config": dict(self._config),
             "latest": self._table.latest.copy(),
-            "mean": self._table.mean.copy(),
-            "variance": self._table.variance.copy(),
+            "mean": None if self._table.mean is None else self._table.mean.copy(),
+            "variance": None if self._table.variance is None else self._table.variance.copy(),
             "progress": vars(self._progress).copy(),
             "plan": None if plan is None else {
                 "epoch": plan.epoch, "phase": plan.phase, "indices": plan.indices.copy(),
@@ -359,7 +366,8 @@ class Pruner:
                 f"this state_dict was made with {details}; create the Pruner with the same settings"
             )
         size = self.num_examples
-        arrays = {name: np.array(state[name], dtype=np.float64) for name in ("latest", "mean", "variance")}
+        names = ("latest", "mean", "variance") if self.method.keeps_history else ("latest",)
+        arrays = {name: np.array(state.get(name), dtype=np.float64) for name in names}
         if any(array.shape != (size,) for array in arrays.values()):
             raise SADPError(f"the score tables in this state_dict do not have {size} entries")
         self._table = ScoreTable(**arrays)

@@ -16,7 +16,7 @@ so they are deterministic and run on any Array API library.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._array import Array, as_floating, concrete_any, namespace
 from .errors import SADPError
@@ -82,52 +82,66 @@ def inclusion_probabilities(scores: Array, budget: int, *, smoothing: float = 0.
         scores = scores / top  # scale-free: avoids overflow for scores near the float limit
     if smoothing > 0:
         scores = scores + smoothing * xp.mean(scores)
-    positive = int(xp.sum(xp.astype(scores > 0, xp.int64)))
-    if positive <= budget:
-        share = (budget - positive) / (size - positive)
-        return xp.where(scores > 0, xp.ones_like(scores), xp.full_like(scores, share))
+    else:
+        positive = int(xp.count_nonzero(scores))
+        if positive <= budget:
+            share = (budget - positive) / (size - positive)
+            return xp.where(scores > 0, xp.ones_like(scores), xp.full_like(scores, share))
+    if float(top) == 0:  # all zero: uniform
+        return xp.full_like(scores, budget / size)
 
-    nobody = xp.zeros_like(scores, dtype=xp.bool)
-    certain, converged = _water_fill(scores, budget, xp, start=nobody, max_rounds=_QUICK_ROUNDS)
-    if not converged:  # very skewed scores: continue from the exact sorted solution
-        certain, _ = _water_fill(scores, budget, xp, start=_sorted_guess(scores, budget, xp))
-    scale = (budget - _count(certain, xp)) / xp.sum(xp.where(certain, 0.0, scores))
-    return xp.where(certain, xp.ones_like(scores), xp.minimum(scale * scores, xp.ones_like(scores)))
+    fill = _water_fill(scores, budget, xp)
+    probabilities = fill.scale * scores
+    return xp.where(scores >= fill.threshold, xp.asarray(1.0, dtype=scores.dtype), probabilities)
 
 
-def _water_fill(
-    scores: Array, budget: int, xp: Any, start: Array, max_rounds: int | None = None
-) -> tuple[Array, bool]:
-    """Grow the set of certain examples until ``c * s < 1 - tol`` holds for all others.
+class _Fill(NamedTuple):
+    threshold: float  # examples with a score at or above it are certain (pi = 1)
+    scale: float  # c: pi = c * s for all the others
 
-    Each round raises ``c``, so the set only grows and the loop ends at the unique fixed
-    point. Returns ``(certain, converged)``; ``converged`` is False only when ``max_rounds``
-    ran out first.
+
+def _water_fill(scores: Array, budget: int, xp: Any) -> _Fill:
+    """Find the certainty threshold ``t`` and the scale ``c`` of the water-filling.
+
+    The certain examples are always those with the largest scores, ``s >= t``, and
+    ``c = (K - #certain) / sum(other scores)``. Starting from ``t = inf``, each round lowers
+    ``t`` to ``(1 - tol) / c``, which raises ``c``; the rounds end at the unique fixed point.
+    Very skewed scores, which move ``t`` past few examples a round, jump to the answer read
+    off the sorted scores after ``_QUICK_ROUNDS`` rounds.
     """
-    certain, count, rounds = start, _count(start, xp), 0
-    while max_rounds is None or rounds < max_rounds:
-        scale = (budget - count) / xp.sum(xp.where(certain, 0.0, scores))
-        grown = certain | (scale * scores >= 1 - CERTAINTY_TOLERANCE)
-        grown_count = _count(grown, xp)
-        if grown_count == count:
-            return certain, True
-        certain, count, rounds = grown, grown_count, rounds + 1
-    return certain, False
+    threshold, count, rest = math.inf, 0, float(xp.sum(scores))
+    size = int(scores.shape[0])
+    for rounds in range(1, size + 2):
+        scale = (budget - count) / rest
+        if scale == 0:  # the certain examples fill the budget
+            return _Fill(threshold, scale)
+        lowered = (
+            (1 - CERTAINTY_TOLERANCE) / scale
+            if rounds != _QUICK_ROUNDS
+            else _sorted_threshold(scores, budget, xp)
+        )
+        uncertain = scores < lowered
+        grown = size - int(xp.count_nonzero(uncertain))
+        if grown == count and rounds != _QUICK_ROUNDS:
+            return _Fill(lowered, scale)
+        threshold, count = lowered, grown
+        rest = float(xp.vecdot(scores, xp.astype(uncertain, scores.dtype)))  # sum of the others
+    raise RuntimeError("water-filling did not converge")  # unreachable: one example per round at least
 
 
-def _sorted_guess(scores: Array, budget: int, xp: Any) -> Array:
-    """The certain set read off the sorted scores: O(N log N), used only as a warm start."""
+def _sorted_threshold(scores: Array, budget: int, xp: Any) -> float:
+    """The fixed-point threshold read off the sorted scores: O(N log N), a shortcut."""
     ordered = xp.sort(scores, descending=True)
     tails = xp.sum(ordered) - xp.cumulative_sum(ordered) + ordered  # sum of ordered[m:]
     heads = xp.arange(budget, dtype=scores.dtype)
     fits = (budget - heads) * ordered[:budget] < (1 - CERTAINTY_TOLERANCE) * tails[:budget]
     first_fit = int(xp.argmax(xp.astype(fits, xp.int8)))
-    if first_fit == 0:
-        return xp.zeros_like(scores, dtype=xp.bool)
-    return scores >= ordered[first_fit - 1]
+    return math.inf if first_fit == 0 else float(ordered[first_fit - 1])
 
 
-def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: Any = None) -> Array:
+def systematic_sample(
+    probabilities: Array, order: Array, offset: float, *, return_probabilities: bool = False, xp: Any = None
+) -> Any:
     """Draw exactly ``K = sum(pi)`` distinct examples, example ``i`` with probability ``pi_i``.
 
     Systematic PPS sampling: examples with ``pi = 1`` are always taken; the others are laid
@@ -143,17 +157,20 @@ def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: 
             ``K`` (as :func:`inclusion_probabilities` returns).
         order: ``[N]`` a permutation of ``0..N-1`` (the randomness of the draw).
         offset: ``u`` in ``[0, 1)`` (the other randomness).
+        return_probabilities: also return the inclusion probabilities of the kept examples
+            (cheaper than gathering them from ``probabilities`` afterwards).
         xp: Array API namespace; inferred from ``probabilities`` when omitted.
 
     Returns:
-        ``[K]`` integer indices of the kept examples, certain ones first, then the others
-        in the given order (shuffle them before batching).
+        ``[K]`` integer indices of the kept examples in the given order: with a random
+        ``order`` they come out shuffled, ready to be cut into batches. With
+        ``return_probabilities``, the pair ``(indices, probabilities[indices])``.
 
     Example:
         >>> import numpy as np
         >>> pi = np.array([1.0, 0.5, 0.5, 0.0])
         >>> systematic_sample(pi, order=np.array([3, 2, 1, 0]), offset=0.25).tolist()
-        [0, 2]
+        [2, 0]
     """
     xp = namespace(probabilities, order, xp=xp)
     probabilities = as_floating(probabilities, xp, "probabilities")
@@ -162,7 +179,7 @@ def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: 
         raise SADPError(f"order must be an integer permutation of length {size}, got {order.shape}")
     if not 0.0 <= offset < 1.0:
         raise SADPError(f"offset must lie in [0, 1), got {offset!r}")
-    if concrete_any((probabilities < 0) | (probabilities > 1) | ~xp.isfinite(probabilities)):
+    if not (float(xp.min(probabilities)) >= 0 and float(xp.max(probabilities)) <= 1):  # NaN fails too
         raise SADPError("probabilities must lie in [0, 1]")
     total = float(xp.sum(probabilities))
     budget = round(total)
@@ -171,26 +188,61 @@ def systematic_sample(probabilities: Array, order: Array, offset: float, *, xp: 
             f"probabilities sum to {total:.9g}, not a whole number of examples; "
             "a fixed-size draw needs sum(pi) = K (use inclusion_probabilities)"
         )
-    certain = probabilities >= 1 - CERTAINTY_TOLERANCE
-    certain_indices = xp.nonzero(certain)[0]
-    remaining = budget - int(certain_indices.shape[0])
-    certain_indices = xp.astype(certain_indices, order.dtype)
-    if remaining == 0:
-        return certain_indices
-    # the rest: intervals (a_i, b_i] of length pi_i laid out in `order`, and the points u + j
-    ordered = xp.take(xp.where(certain, 0.0, probabilities), order)
-    ends = xp.minimum(xp.cumulative_sum(ordered), xp.asarray(float(remaining)))
-    # absorb rounding: the last interval of positive length ends exactly at K'
-    last = int(xp.max(xp.nonzero(ordered > 0)[0]))
-    ends = xp.where(xp.arange(size) >= last, xp.asarray(float(remaining)), ends)
-    # u on a grid of 2**-(52 - bits(K')): K' - u is exact in float64, so exactly K' points
+    remaining = budget - int(xp.count_nonzero(probabilities >= 1 - CERTAINTY_TOLERANCE))
+    # u on a grid of 2**-(52 - bits(K')): K' - u is exact in float64, so at most K' points
     # lie in (0, K'], and each inclusion probability is off by at most that grid step
     grid = 2.0 ** (52 - remaining.bit_length())
-    offset = math.floor(offset * grid) / grid
-    points_passed = xp.floor(ends - offset)  # points u + j in (0, end]; zero-length intervals get none
-    starts = xp.concat([xp.asarray([math.floor(-offset)], dtype=ends.dtype), points_passed[:-1]])
-    picked = xp.take(order, xp.nonzero(points_passed > starts)[0])
-    return xp.concat([certain_indices, picked])
+    walk = _SystematicWalk(remaining, math.floor(offset * grid) / grid)
+    indices, kept = [], []
+    for start in range(0, size, _CHUNK):  # in chunks: small temporaries, reused memory
+        chunk = order[start : min(start + _CHUNK, size)]
+        chunk_probabilities = xp.take(probabilities, chunk)
+        positions = walk.step(chunk_probabilities, start, xp)
+        indices.append(xp.take(chunk, positions))
+        kept.append(xp.take(chunk_probabilities, positions))
+    if walk.picked < remaining:  # rounding left the last point past the last interval's end
+        indices.append(order[walk.last_positive : walk.last_positive + 1])
+        kept.append(xp.take(probabilities, indices[-1]))
+    indices_array = xp.concat(indices) if indices else order
+    return (
+        (indices_array, xp.concat(kept) if kept else probabilities) if return_probabilities else indices_array
+    )
+
+
+_CHUNK = 1 << 20
+
+
+class _SystematicWalk:
+    """The running state of a systematic draw over consecutive chunks of the ordered examples.
+
+    Certain examples (``pi >= 1 - tol``) are always picked and take no room; every other
+    example owns an interval ``(a, b]`` of length ``pi``, laid end to end from 0, and is
+    picked when a point ``u + j`` falls in it. The number of points in ``(0, b]`` is
+    ``floor(b - u) - floor(-u)``, so an example is picked when ``floor(b - u)`` steps up.
+    """
+
+    def __init__(self, points: int, offset: float) -> None:
+        self.points, self.offset = points, offset
+        self.end = 0.0  # where the intervals laid so far end
+        self.passed = float(math.floor(-offset))  # floor(end - u)
+        self.picked = 0  # uncertain examples picked so far
+        self.last_positive = -1  # position in the order of the last interval of positive length
+
+    def step(self, probabilities: Array, start: int, xp: Any) -> Array:
+        """Positions (within this chunk) of the examples picked from it."""
+        certain = probabilities >= 1 - CERTAINTY_TOLERANCE
+        lengths = xp.where(certain, 0.0, probabilities)
+        ends = xp.minimum(
+            self.end + xp.cumulative_sum(lengths), xp.asarray(float(self.points), dtype=lengths.dtype)
+        )
+        passed = xp.floor(ends - self.offset)
+        steps_up = xp.concat([xp.asarray([float(passed[0]) > self.passed]), passed[1:] > passed[:-1]])
+        positive = xp.nonzero(lengths > 0)[0]
+        if positive.shape[0]:
+            self.last_positive = start + int(positive[-1])
+        self.picked += int(xp.count_nonzero(steps_up))
+        self.end, self.passed = float(ends[-1]), float(passed[-1])
+        return xp.nonzero(steps_up | certain)[0]
 
 
 def sample_with_replacement(probabilities: Array, uniforms: Array, *, xp: Any = None) -> Array:

@@ -7,16 +7,27 @@ import pytest
 
 from sadp_core import Pruner
 from sadp_core.methods import ScoreTable, make_method
+from sadp_core.ordering import EpochOrders
 
 
 def table_with(latest: np.ndarray) -> ScoreTable:
-    table = ScoreTable.empty(latest.shape[0])
+    table = ScoreTable.empty(latest.shape[0], history=True)
     table.record(np.arange(latest.shape[0]), latest, decay=0.9)
     return table
 
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def select(
+    name: str, latest: np.ndarray, budget: int, seed: int = 0, table: ScoreTable | None = None, **options
+):
+    """One selection of method ``name``, with the epoch order a Pruner of that seed would use."""
+    generator = rng(seed)
+    order = EpochOrders(latest.shape[0], seed).draw(generator)
+    method = make_method(name, prune_ratio=options.pop("prune_ratio", 0.5), **options)
+    return method.select(table or table_with(latest), budget, generator, order)
 
 
 def test_each_method_says_what_update_expects():
@@ -35,22 +46,20 @@ def test_full_keeps_everything_in_pruning_epochs_too():
 
 
 def test_random_is_a_uniform_sample_of_the_budget():
-    selection = make_method("random", prune_ratio=0.6).select(table_with(np.arange(100.0)), 40, rng())
+    selection = select("random", np.arange(100.0), 40)
     assert len(np.unique(selection.indices)) == 40
     np.testing.assert_allclose(selection.probabilities, 0.4)
     assert np.all(selection.weights == 1)
     frequency = np.zeros(100)
     for seed in range(2000):
-        frequency[
-            make_method("random", prune_ratio=0.6).select(table_with(np.zeros(100)), 40, rng(seed)).indices
-        ] += 1
+        frequency[select("random", np.zeros(100), 40, seed=seed).indices] += 1
     standard_error = np.sqrt(0.4 * 0.6 / 2000)
     assert np.all(np.abs(frequency / 2000 - 0.4) <= 5 * standard_error)
 
 
 def test_infobatch_keeps_high_loss_and_upscales_a_random_share_of_low_loss():
     losses = np.array([5.0, 4.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])  # mean ~1.17
-    selection = make_method("infobatch", prune_ratio=0.5).select(table_with(losses), 6, rng())
+    selection = select("infobatch", losses, 6, prune_ratio=0.5)
     kept = set(selection.indices.tolist())
     assert {0, 1} <= kept  # above the mean: always kept
     low_kept = kept - {0, 1}
@@ -69,7 +78,7 @@ def test_infobatch_processes_more_than_the_budget_and_is_unbiased():
     estimates = np.empty(draws)
     sizes = np.empty(draws)
     for seed in range(draws):
-        selection = make_method("infobatch", prune_ratio=0.7).select(table_with(losses), 60, rng(seed))
+        selection = select("infobatch", losses, 60, seed=seed, prune_ratio=0.7)
         estimates[seed] = np.sum(selection.weights * losses[selection.indices]) / 200
         sizes[seed] = len(selection.indices)
     assert sizes.min() > 60
@@ -78,30 +87,27 @@ def test_infobatch_processes_more_than_the_budget_and_is_unbiased():
 
 
 def test_ucb_takes_the_largest_mean_plus_exploration_bonus():
-    table = ScoreTable.empty(6)
+    table = ScoreTable.empty(6, history=True)
     history = [np.array([1.0, 1.0, 5.0, 0.5, 2.0, 0.0]), np.array([1.0, 9.0, 5.0, 0.5, 2.0, 0.0])]
     for losses in history:
         table.record(np.arange(6), losses, decay=0.5)
     # EMA with decay 0.5: means [1, 5, 5, .5, 2, 0]; variance of example 1: 0.5 * (0.5 * 8**2) = 16
     np.testing.assert_allclose(table.mean, [1.0, 5.0, 5.0, 0.5, 2.0, 0.0])
     np.testing.assert_allclose(table.variance, [0.0, 16.0, 0.0, 0.0, 0.0, 0.0])
-    selection = make_method("ucb", prune_ratio=0.5, exploration=1.0).select(table, 3, rng())
+    selection = select("ucb", table.latest, 3, table=table, exploration=1.0)
     assert set(selection.indices.tolist()) == {1, 2, 4}
     assert np.all(selection.weights == 1)
     np.testing.assert_array_equal(selection.probabilities, [0, 1, 1, 0, 1, 0])
 
 
 def test_ucb_breaks_ties_at_random():
-    chosen = {
-        tuple(sorted(make_method("ucb", prune_ratio=0.5).select(table_with(np.ones(10)), 5, rng(s)).indices))
-        for s in range(20)
-    }
+    chosen = {tuple(sorted(select("ucb", np.ones(10), 5, seed=s).indices)) for s in range(20)}
     assert len(chosen) > 1
 
 
 def test_eps_greedy_exploits_the_top_and_explores_the_rest():
     losses = np.arange(100.0)
-    selection = make_method("eps_greedy", prune_ratio=0.8, epsilon=0.25).select(table_with(losses), 20, rng())
+    selection = select("eps_greedy", losses, 20, prune_ratio=0.8, epsilon=0.25)
     kept = selection.indices
     assert len(np.unique(kept)) == 20
     assert set(range(85, 100)) <= set(kept.tolist())  # the 15 greedy picks
