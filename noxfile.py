@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "docs", "bench", "core", "torch", "jax"]
+nox.options.sessions = ["lint", "docs", "bench", "core", "torch", "jax", "snntorch", "spikingjelly"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
@@ -23,8 +23,9 @@ TORCH = [] if HAS_CUDA else ["-c", str(ROOT / "ci" / "constraints-cpu.txt")]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _pytest(session: nox.Session, backends: str, *extra: str) -> None:
+def _pytest(session: nox.Session, backends: str, *extra: str, frameworks: str = "") -> None:
     session.env["SADP_XP_BACKENDS"] = backends
+    session.env["SADP_FRAMEWORKS"] = frameworks
     session.run("pytest", *extra, *session.posargs)
 
 
@@ -32,7 +33,10 @@ def _pytest(session: nox.Session, backends: str, *extra: str) -> None:
 def core(session: nox.Session) -> None:
     """Core tests on numpy and array-api-strict, doctests, and the no-torch/no-jax import check."""
     session.install(".[test]")
-    _pytest(session, "numpy,array_api_strict", "tests", "--doctest-modules", "--pyargs", "sadp_core")
+    _pytest(
+        session, "numpy,array_api_strict", "tests", "--doctest-modules", "--pyargs", "sadp_core",
+        "--ignore-glob=*/sadp_core/adapters/*",
+    )  # fmt: skip
 
 
 @nox.session
@@ -47,6 +51,26 @@ def jax(session: nox.Session) -> None:
     """Core tests on jax arrays (jax on CPU, 64-bit enabled by the tests where needed)."""
     session.install(".[test]", "jax")
     _pytest(session, "jax", "tests", "-m", "not gpu")
+
+
+@nox.session
+def snntorch(session: nox.Session) -> None:
+    """The snnTorch adapter: real snnTorch models, CPU torch pinned on machines without CUDA."""
+    session.install(".[test,snntorch]", "scikit-learn", *TORCH)
+    _pytest(
+        session, "numpy", "tests/test_snntorch.py", "--doctest-modules", "--pyargs",
+        "sadp_core.adapters.snntorch", "-m", "not gpu", frameworks="snntorch",
+    )  # fmt: skip
+
+
+@nox.session
+def spikingjelly(session: nox.Session) -> None:
+    """The SpikingJelly adapter: real SpikingJelly models, CPU torch pinned without CUDA."""
+    session.install(".[test,spikingjelly]", "scikit-learn", *TORCH)
+    _pytest(
+        session, "numpy", "tests/test_spikingjelly.py", "--doctest-modules", "--pyargs",
+        "sadp_core.adapters.spikingjelly", "-m", "not gpu", frameworks="spikingjelly",
+    )  # fmt: skip
 
 
 @nox.session

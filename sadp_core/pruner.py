@@ -157,6 +157,7 @@ class Pruner:
             method, prune_ratio=float(prune_ratio), smoothing=smoothing, replacement=replacement,
             exploration=exploration, epsilon=epsilon, decay=decay,
         )  # fmt: skip
+        self._size = num_examples
         self._table = ScoreTable.empty(num_examples, history=self.method.keeps_history)
         self._orders = EpochOrders(num_examples, seed)
         self._progress = _Progress()
@@ -258,7 +259,18 @@ class Pruner:
         :attr:`stats`, and reported with an :class:`SADPWarning`. Any other bad input
         raises :class:`SADPError` before anything is written.
         """
-        index_array = self._check_indices(indices)
+        self._record(self._check_indices(indices), scores)
+
+    def _record(self, index_array: np.ndarray, scores: Any) -> None:
+        """:meth:`update` for indices already checked by :meth:`_check_indices`."""
+        if (
+            isinstance(scores, np.ndarray)
+            and scores.dtype == np.float64
+            and scores.shape == index_array.shape
+        ):
+            if np.isfinite(scores).all() and not scores.min(initial=0.0) < 0:  # the common case, fast
+                self._table.record(index_array, scores, self._config["decay"])
+                return
         values = to_numpy(scores, "scores")
         if values.ndim != 1 or values.shape[0] != index_array.shape[0]:
             raise SADPError(
@@ -279,7 +291,7 @@ class Pruner:
                 f"{ignored} non-finite score(s) ignored; those examples keep their previous score "
                 f"({self._progress.nonfinite_scores} so far, see Pruner.stats)",
                 SADPWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             index_array, values = index_array[finite], values[finite]
         self._table.record(index_array, values, self._config["decay"])
@@ -288,13 +300,16 @@ class Pruner:
         array = to_numpy(indices, "indices")
         if array.ndim != 1:
             raise SADPError(f"indices must be one-dimensional, got shape {array.shape}")
-        if array.dtype.kind not in "iu":
+        if array.dtype != np.int64:
+            if array.dtype.kind not in "iu":
+                raise SADPError(
+                    f"indices must be integers, got dtype {array.dtype}; pass the indices the plan gave"
+                )
+            array = array.astype(np.int64)
+        # one pass: negative indices become huge when read as unsigned
+        if array.size and array.view(np.uint64).max() >= self._size:
             raise SADPError(
-                f"indices must be integers, got dtype {array.dtype}; pass the indices the plan gave"
-            )
-        if array.size and (array.min() < 0 or array.max() >= self.num_examples):
-            raise SADPError(
-                f"indices must lie in [0, {self.num_examples}), got values from "
+                f"indices must lie in [0, {self._size}), got values from "
                 f"{array.min()} to {array.max()}; is num_examples the size of this dataset?"
             )
         return array

@@ -8,6 +8,7 @@ be imported is an error, never a silent skip. Unset, every importable backend ru
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 from typing import Any
@@ -82,3 +83,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+
+
+# Framework test files run in their own nox sessions, which list them in SADP_FRAMEWORKS
+# (a listed framework that is not installed is an error). Unset: every importable framework.
+FRAMEWORK_TESTS = {
+    "snntorch": "test_snntorch.py",
+    "spikingjelly": "test_spikingjelly.py",
+    "jax": "test_jax_adapter.py",
+}
+
+
+def _frameworks_under_test() -> set[str]:
+    requested = os.environ.get("SADP_FRAMEWORKS")
+    if requested is not None:
+        names = {name.strip() for name in requested.split(",") if name.strip()}
+        for name in names:
+            if importlib.util.find_spec(name) is None:
+                raise pytest.UsageError(f"SADP_FRAMEWORKS lists {name!r}, which is not installed")
+        return names
+    return {name for name in FRAMEWORK_TESTS if importlib.util.find_spec(name) is not None}
+
+
+collect_ignore = [path for name, path in FRAMEWORK_TESTS.items() if name not in _frameworks_under_test()]

@@ -1,0 +1,131 @@
+"""Cost of the PyTorch adapters: a training step with the handle attached over one without.
+
+    python benchmarks/torch_overhead.py                  # both frameworks, 300 steps each
+    python benchmarks/torch_overhead.py --steps 100 --framework snntorch
+
+For each framework, two copies of the same LIF network (784-256-10, T=4) train side by
+side on the same batches of 128, with one torch thread: the attached copy computes its loss
+with ``h.weighted_loss`` (and so records its trace and updates the scores in every
+backward), the plain copy with the same weights by hand. Steps alternate between the two,
+so that machine noise hits both alike; the printed ratio is the median over steps of the
+attached run's time over the plain run's time of the same step (target: at most 1.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import sadp_core
+
+TARGET = 1.03
+
+
+def snntorch_model(steps: int) -> nn.Module:
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.lif1 = nn.Linear(784, 256), snn.Leaky(beta=0.9)
+            self.fc2, self.lif2 = nn.Linear(256, 10), snn.Leaky(beta=0.9)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            current, outputs = self.fc1(x), []
+            for _ in range(steps):
+                spikes, mem1 = self.lif1(current, mem1)
+                _, mem2 = self.lif2(self.fc2(spikes), mem2)
+                outputs.append(mem2)
+            return torch.stack(outputs).mean(0)
+
+    return Net()
+
+
+def spikingjelly_model(steps: int) -> nn.Module:
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    net = nn.Sequential(layer.Linear(784, 256), neuron.LIFNode(), layer.Linear(256, 10))
+    functional.set_step_mode(net, "m")
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.net(x.unsqueeze(0).repeat(steps, 1, 1)).mean(0)
+            functional.reset_net(self.net)
+            return out
+
+    return Net()
+
+
+def measure(framework: str, steps: int, batch: int, time_steps: int) -> tuple[float, float, float]:
+    torch.manual_seed(0)
+    build: Callable[[int], nn.Module] = snntorch_model if framework == "snntorch" else spikingjelly_model
+    plain = build(time_steps)
+    attached = copy.deepcopy(plain)
+    examples = steps * batch
+    handle = sadp_core.attach(attached, num_examples=examples, prune_ratio=0.3, epochs=1, seed=0)
+    plan = handle.plan(0)
+    data = torch.rand(examples, 784)
+    labels = torch.randint(0, 10, (examples,))
+    weights = torch.tensor(plan.weights, dtype=torch.float32)
+    optimizers = {
+        name: torch.optim.Adam(m.parameters(), 1e-3) for name, m in (("plain", plain), ("attached", attached))
+    }
+    times: dict[str, list[float]] = {"plain": [], "attached": []}
+    criterion = nn.CrossEntropyLoss(reduction="none")
+    for step in range(steps):
+        idx = torch.tensor(plan.indices[step * batch : (step + 1) * batch])
+        x, y, w = data[idx], labels[idx], weights[step * batch : (step + 1) * batch]
+        order = ("plain", "attached") if step % 2 == 0 else ("attached", "plain")
+        for name in order:
+            model, optimizer = (
+                (plain, optimizers["plain"]) if name == "plain" else (attached, optimizers["attached"])
+            )
+            start = time.perf_counter()
+            losses = criterion(model(x), y)
+            loss = handle.weighted_loss(losses, idx) if name == "attached" else (w * losses).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times[name].append(time.perf_counter() - start)
+    handle.detach()
+    assert np.isfinite(handle.scores[plan.indices[: steps * batch]]).all()
+    warm = steps // 10  # leave out the first steps (allocator and cache warm-up)
+    plain_times, attached_times = times["plain"][warm:], times["attached"][warm:]
+    # each step's two runs are adjacent in time: the median of their ratios resists drift
+    ratio = statistics.median(a / p for a, p in zip(attached_times, plain_times))
+    return statistics.median(plain_times), statistics.median(attached_times), ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--framework", choices=["snntorch", "spikingjelly", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--time-steps", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    frameworks = ["snntorch", "spikingjelly"] if args.framework == "both" else [args.framework]
+    print(
+        f"torch {torch.__version__}, 1 thread, LIF 784-256-10, T={args.time_steps}, batch {args.batch_size}"
+    )
+    print(f"{'framework':<14}{'plain ms':>10}{'attached ms':>13}{'ratio':>8}  target <= {TARGET}")
+    for framework in frameworks:
+        plain, attached, ratio = measure(framework, args.steps, args.batch_size, args.time_steps)
+        verdict = "ok" if ratio <= TARGET else "MISSED"
+        print(f"{framework:<14}{1e3 * plain:>10.2f}{1e3 * attached:>13.2f}{ratio:>8.3f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
