@@ -355,6 +355,20 @@ def test_bound_holds_for_every_example(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_the_trace_holds_norms_not_spike_tensors(case: Case) -> None:
+    """Between forward and backward the handle keeps O(T * B) floats per tapped layer:
+    one norm per (time step, example), never the layer's input or output tensors."""
+    net, _, x, y, h = setup(case)
+    idx = first_batch(h)
+    losses = case.loss(case.run(net, x[idx]), y[idx])
+    tap = h._taps[0]
+    kept = sum(norms.numel() for norms in tap.spikes.values())
+    assert 0 < kept <= T * len(idx) and not tap.raw_inputs
+    assert all(norms.dtype == torch.float32 and norms.ndim <= 2 for norms in tap.spikes.values())
+    h.weighted_loss(losses, idx).backward()
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_exact_score_equals_true_norm(case: Case) -> None:
     """score="exact" (ghost norm) equals the true readout gradient norm to rtol 1e-4."""
     net, reference, x, y, h = setup(case, score="exact")
