@@ -84,13 +84,24 @@ class _Tap:
         self.raw_errors: dict[int, torch.Tensor] = {}
         self.calls = 0
         self.last_output_id = -1
+        self.warned_reentrant = False
         self.hook = module.register_forward_hook(self._forward)
 
     def _forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         if not (module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor)):
             return None
-        if not output.requires_grad or torch._C._current_graph_task_id() != -1:
-            return None  # no gradient will come, or a checkpoint recomputing inside backward
+        if not output.requires_grad:
+            return None  # no gradient will come
+        if torch._C._current_graph_task_id() != -1:  # a checkpoint recomputing inside backward
+            if not self.spikes and not self.warned_reentrant:
+                self.warned_reentrant = True
+                warnings.warn(
+                    f"layer {self.name!r} runs only inside backward (a checkpoint with use_reentrant=True): "
+                    "its trace cannot be recorded and its scores stay unset; use use_reentrant=False",
+                    SADPWarning,
+                    stacklevel=2,
+                )
+            return None
         inputs = args[0].detach()
         lead = inputs.ndim - self.feature_dims
         if lead not in (1, 2):
@@ -213,11 +224,15 @@ class PlanBatchSampler(Sampler[list[int]]):
         plan = self.handle._begin_epoch()
         indices = plan.indices.tolist()
         stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
-        for start in range(0, stop, self.batch_size):
-            yield indices[start : start + self.batch_size]
+        try:
+            for start in range(0, stop, self.batch_size):
+                yield indices[start : start + self.batch_size]
+        finally:
+            self.handle._end_epoch(plan.epoch)
 
     def __len__(self) -> int:
-        size = len(self.handle._upcoming_plan().indices)
+        """Batches in the pass under way, or else in the next pass (without drawing its plan)."""
+        size = self.handle._upcoming_size()
         return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
 
 
@@ -298,6 +313,7 @@ class TorchHandle(Pruner):
         self._received = False  # a backward pass scored the current trace
         self._generation = 0  # numbers the traces (a forward after a backward starts a new one)
         self._queued = False  # the end-of-backward callback is queued
+        self._named = False  # weighted_loss named the batch since the last backward pass
 
     # -- data --------------------------------------------------------------------------
 
@@ -314,8 +330,21 @@ class TorchHandle(Pruner):
         """A batch sampler over the plans: each pass plans and yields the next epoch."""
         return PlanBatchSampler(self, batch_size, drop_last)
 
-    def _upcoming_plan(self) -> Plan:
-        return self.plan(self._in_progress if self._in_progress is not None else self._next_epoch)
+    def _upcoming_size(self) -> int:
+        if self._in_progress is not None:
+            return len(self.plan(self._in_progress).indices)
+        epoch, drawn = self._next_epoch, self._plan
+        if drawn is not None and drawn.epoch == epoch:
+            return len(drawn.indices)
+        if self.schedule.phase(epoch) != "prune" or not self.method.prunes:
+            return self.num_examples
+        if self.method.name == "infobatch":  # its size depends on the scores: draw the plan
+            return len(self.plan(epoch).indices)
+        return self.budget
+
+    def _end_epoch(self, epoch: int) -> None:
+        if self._in_progress == epoch:
+            self._in_progress = None
 
     def _begin_epoch(self) -> Plan:
         epoch = self._next_epoch
@@ -332,8 +361,10 @@ class TorchHandle(Pruner):
             losses: ``[B]`` unweighted per-example losses (a criterion with ``reduction="none"``).
             indices: ``[B]`` the batch's example indices (as the ``DataLoader`` yields them).
 
-        It also tells the handle which examples the trace being recorded belongs to. For the
-        loss-based methods the losses themselves are the scores, recorded here.
+        It also tells the handle which examples the trace being recorded belongs to; call it
+        before every backward pass. Several backward passes on the same batch (truncated
+        BPTT: same indices, same epoch, ``weighted_loss`` before each) add up their scores.
+        For the loss-based methods the losses themselves are the scores, recorded here.
         """
         if isinstance(indices, torch.Tensor):  # as a DataLoader yields them: the fast way to numpy
             indices = indices.detach().cpu().numpy()
@@ -360,6 +391,7 @@ class TorchHandle(Pruner):
             self._batch = _Batch(index_array, index_array.shape[0] / weights, epoch=epoch)
             for tap in self._taps:
                 tap.drop_before(self._generation)  # records of earlier batches
+        self._named = True
         if self.expects == "loss":
             self._record(index_array, losses.detach())
         return (weight_tensor * losses).mean()
@@ -399,7 +431,7 @@ class TorchHandle(Pruner):
         """After a backward pass: forget its gradients, keep the batch's forward records."""
         for tap in self._taps:
             tap.clear_errors()
-        self._queued, self._received = False, True
+        self._queued, self._received, self._named = False, True, False
 
     def _finish_backward(self) -> None:
         """End of a backward pass: scores of the batch from the recorded norms.
@@ -410,8 +442,11 @@ class TorchHandle(Pruner):
         """
         batch = self._batch
         try:
-            if batch is None:
-                raise SADPError("a backward pass ran before h.weighted_loss(losses, indices) named its batch")
+            if batch is None or not self._named:
+                raise SADPError(
+                    "a backward pass ran without h.weighted_loss(losses, indices) naming its batch; "
+                    "compute every training loss with h.weighted_loss"
+                )
             size = batch.indices.shape[0]
             per_layer = [
                 tap.exact(size) if self.score_kind == "exact" else tap.bound(size) for tap in self._taps
@@ -460,7 +495,8 @@ class TorchHandle(Pruner):
                 )
 
     def _note_candidate(self, name: str) -> None:
-        if not self._checks.done and self.model.training and torch.is_grad_enabled():
+        recomputing = torch._C._current_graph_task_id() != -1  # a checkpoint inside backward
+        if not self._checks.done and self.model.training and torch.is_grad_enabled() and not recomputing:
             self._checks.executed.append(name)
 
     def _run_checks(self) -> None:
@@ -495,8 +531,12 @@ class TorchHandle(Pruner):
         self.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        """The Pruner state plus the epoch counter of :meth:`batch_sampler`."""
-        state = super().state_dict()
+        """The Pruner state plus the epoch counter of :meth:`batch_sampler`.
+
+        Arrays are torch tensors, so ``torch.save`` / ``torch.load`` (``weights_only=True``)
+        round-trip it with a model checkpoint.
+        """
+        state = _arrays_to_tensors(super().state_dict())
         state["torch"] = {"next_epoch": self._next_epoch, "scope": self.scope, "readout": self.readout_name}
         return state
 
@@ -511,6 +551,14 @@ class TorchHandle(Pruner):
         super().load_state_dict(state)
         self._next_epoch = int(torch_state["next_epoch"]) if torch_state else self._next_epoch
         self._in_progress = None
+
+
+def _arrays_to_tensors(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {key: _arrays_to_tensors(item) for key, item in value.items()}
+    return value
 
 
 def _warn_if_normalises_tap(module: nn.Module, args: tuple[Any, ...], name: str, taps: list[_Tap]) -> None:

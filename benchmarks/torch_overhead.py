@@ -104,7 +104,7 @@ def measure(framework: str, steps: int, batch: int, time_steps: int) -> tuple[fl
     warm = steps // 10  # leave out the first steps (allocator and cache warm-up)
     plain_times, attached_times = times["plain"][warm:], times["attached"][warm:]
     # each step's two runs are adjacent in time: the median of their ratios resists drift
-    ratio = statistics.median(a / p for a, p in zip(attached_times, plain_times))
+    ratio = statistics.median(a / p for a, p in zip(attached_times, plain_times, strict=True))
     return statistics.median(plain_times), statistics.median(attached_times), ratio
 
 

@@ -263,14 +263,14 @@ class Pruner:
 
     def _record(self, index_array: np.ndarray, scores: Any) -> None:
         """:meth:`update` for indices already checked by :meth:`_check_indices`."""
-        if (
+        trusted = (
             isinstance(scores, np.ndarray)
             and scores.dtype == np.float64
             and scores.shape == index_array.shape
-        ):
-            if np.isfinite(scores).all() and not scores.min(initial=0.0) < 0:  # the common case, fast
-                self._table.record(index_array, scores, self._config["decay"])
-                return
+        )
+        if trusted and np.isfinite(scores).all() and not scores.min(initial=0.0) < 0:  # the common case, fast
+            self._table.record(index_array, scores, self._config["decay"])
+            return
         values = to_numpy(scores, "scores")
         if values.ndim != 1 or values.shape[0] != index_array.shape[0]:
             raise SADPError(
