@@ -53,24 +53,25 @@ def jax(session: nox.Session) -> None:
     _pytest(session, "jax", "tests", "-m", "not gpu")
 
 
+def _adapter_session(session: nox.Session, framework: str) -> None:
+    """Tests and doctests of one framework adapter, on real models of that framework."""
+    session.install(f".[test,{framework}]", "scikit-learn", *TORCH)
+    _pytest(
+        session, "numpy", f"tests/test_{framework}.py", "--doctest-modules", "--pyargs",
+        f"sadp_core.adapters.{framework}", "-m", "not gpu", frameworks=framework,
+    )  # fmt: skip
+
+
 @nox.session
 def snntorch(session: nox.Session) -> None:
-    """The snnTorch adapter: real snnTorch models, CPU torch pinned on machines without CUDA."""
-    session.install(".[test,snntorch]", "scikit-learn", *TORCH)
-    _pytest(
-        session, "numpy", "tests/test_snntorch.py", "--doctest-modules", "--pyargs",
-        "sadp_core.adapters.snntorch", "-m", "not gpu", frameworks="snntorch",
-    )  # fmt: skip
+    """The snnTorch adapter (CPU torch pinned on machines without CUDA)."""
+    _adapter_session(session, "snntorch")
 
 
 @nox.session
 def spikingjelly(session: nox.Session) -> None:
-    """The SpikingJelly adapter: real SpikingJelly models, CPU torch pinned without CUDA."""
-    session.install(".[test,spikingjelly]", "scikit-learn", *TORCH)
-    _pytest(
-        session, "numpy", "tests/test_spikingjelly.py", "--doctest-modules", "--pyargs",
-        "sadp_core.adapters.spikingjelly", "-m", "not gpu", frameworks="spikingjelly",
-    )  # fmt: skip
+    """The SpikingJelly adapter (CPU torch pinned on machines without CUDA)."""
+    _adapter_session(session, "spikingjelly")
 
 
 @nox.session
