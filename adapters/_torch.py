@@ -29,12 +29,13 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from sadp_core.errors import SADPError, SADPWarning
-from sadp_core.pruner import Plan, Pruner
+from sadp_core.pruner import Plan, Pruner, PrunerStats
 from sadp_core.scores import bound_from_norms, exact_readout_score
 
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
 _TAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_RECORD_EVERY = 64  # backward passes whose scores wait, as small tensors, for one write
 _FEATURE_DIMS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}
 
 
@@ -241,9 +242,10 @@ class _Batch:
     """The batch whose trace is being recorded: set by ``weighted_loss``."""
 
     indices: np.ndarray
-    correction: np.ndarray  # B / w_i: turns the captured error back into dL_i/do
+    correction: torch.Tensor  # B / w_i: turns the captured error back into dL_i/do
+    serial: int  # numbers the batches of this handle
     epoch: int = -1
-    scores: np.ndarray | None = None  # accumulated over backward passes (truncated BPTT)
+    scores: torch.Tensor | None = None  # accumulated over backward passes (truncated BPTT)
 
 
 @dataclass
@@ -314,6 +316,8 @@ class TorchHandle(Pruner):
         self._generation = 0  # numbers the traces (a forward after a backward starts a new one)
         self._queued = False  # the end-of-backward callback is queued
         self._named = False  # weighted_loss named the batch since the last backward pass
+        self._unrecorded: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # see _record_scores
+        self._serial = 0
 
     # -- data --------------------------------------------------------------------------
 
@@ -388,12 +392,17 @@ class TorchHandle(Pruner):
             and np.array_equal(self._batch.indices, index_array)
         )
         if self._taps and not same:
-            self._batch = _Batch(index_array, index_array.shape[0] / weights, epoch=epoch)
+            correction = index_array.shape[0] / weight_tensor.detach().float()
+            self._serial += 1
+            self._batch = _Batch(index_array, correction, self._serial, epoch=epoch)
             for tap in self._taps:
                 tap.drop_before(self._generation)  # records of earlier batches
         self._named = True
         if self.expects == "loss":
-            self._record(index_array, losses.detach())
+            self._serial += 1
+            self._unrecorded[self._serial] = (index_array, losses.detach())
+            if len(self._unrecorded) >= _RECORD_EVERY:
+                self._record_scores()
         return (weight_tensor * losses).mean()
 
     def _weights_for(self, indices: np.ndarray) -> np.ndarray:
@@ -456,13 +465,57 @@ class TorchHandle(Pruner):
                 return
             combined = present[0] if len(present) == 1 else torch.stack(present).square().sum(0).sqrt()
             # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
-            scores = combined.cpu().numpy().astype(np.float64) * batch.correction
+            scores = combined * batch.correction
             batch.scores = scores if batch.scores is None else batch.scores + scores
             if not self._checks.done:
                 self._run_checks()
-            self._record(batch.indices, batch.scores)
+            self._unrecorded[batch.serial] = (batch.indices, batch.scores)
+            if len(self._unrecorded) >= _RECORD_EVERY:
+                self._record_scores()
         finally:
             self._clear_trace()
+
+    def _record_scores(self) -> None:
+        """Write the scores computed since the last call into the table, in one go.
+
+        Copying scores to the host, checking them and writing them costs far more per call
+        than per example, so backward passes leave their scores here (as tensors) and every
+        read of the table (``scores``, ``plan``, ``stats``, ``state_dict``, ...) writes them
+        first: the table reads as if each backward pass had written its own.
+        """
+        if not self._unrecorded:
+            return
+        entries = list(self._unrecorded.values())
+        self._unrecorded.clear()
+        indices = np.concatenate([index for index, _ in entries])
+        values = torch.cat([score.detach().float() for _, score in entries]).cpu().numpy().astype(np.float64)
+        if len(entries) > 1 and np.unique(indices).size < indices.size:  # drawn with replacement
+            last = indices.size - 1 - np.unique(indices[::-1], return_index=True)[1]  # the latest wins
+            indices, values = indices[last], values[last]
+        self._record(indices, values)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The latest score of every example (NaN where none yet), up to the last backward pass.
+
+        Reading it first writes the scores still waiting as tensors; read it anew after a
+        step rather than keeping an older view of it.
+        """
+        self._record_scores()
+        return super().scores
+
+    @property
+    def stats(self) -> PrunerStats:
+        self._record_scores()
+        return super().stats
+
+    def plan(self, epoch: int) -> Plan:
+        self._record_scores()
+        return super().plan(epoch)
+
+    def update(self, indices: Any, scores: Any) -> None:
+        self._record_scores()
+        super().update(indices, scores)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -519,6 +572,7 @@ class TorchHandle(Pruner):
 
     def detach(self) -> None:
         """Remove every hook; the model is as it was before ``attach``."""
+        self._record_scores()
         for hook in [*self._hooks, *self._checks.hooks]:
             hook.remove()
         self._hooks.clear()
@@ -536,6 +590,7 @@ class TorchHandle(Pruner):
         Arrays are torch tensors, so ``torch.save`` / ``torch.load`` (``weights_only=True``)
         round-trip it with a model checkpoint.
         """
+        self._record_scores()
         state = _arrays_to_tensors(super().state_dict())
         state["torch"] = {"next_epoch": self._next_epoch, "scope": self.scope, "readout": self.readout_name}
         return state

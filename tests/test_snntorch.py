@@ -904,3 +904,40 @@ def test_same_indices_in_a_new_epoch_start_a_new_score() -> None:
             h.weighted_loss(case.loss(net(x[idx]), y[idx]), idx).backward()
         per_epoch.append(float(h.scores[0]))
     np.testing.assert_allclose(per_epoch, per_epoch[0], rtol=1e-6)
+
+
+# -- 11. scores written in batches ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_scores_written_in_groups_equal_scores_read_after_every_step(replacement: bool) -> None:
+    """The handle writes scores to the table in groups of backward passes. Two identical
+    runs, one reading the table after every step and one only at the end (100 steps per
+    epoch, more than one group), end with the same table; when a plan repeats an example
+    (sampling with replacement) its latest score is the one kept."""
+    size, batch = 400, 4
+    x = current(torch.Generator().manual_seed(1)).repeat(size // N + 1, 1)[:size]
+    y = torch.randint(0, CLASSES, (size,), generator=torch.Generator().manual_seed(2))
+    net = build(EXPLICIT)
+    tables = []
+    for read_every_step in (True, False):
+        model = copy.deepcopy(net)
+        h = sadp_core.attach(model, num_examples=size, prune_ratio=0.5, epochs=3, replacement=replacement)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)  # scores change from step to step
+        latest = {}
+        for epoch in range(2):
+            plan = h.plan(epoch)
+            for start in range(0, len(plan.indices), batch):
+                idx = plan.indices[start : start + batch]
+                optimizer.zero_grad()
+                h.weighted_loss(time_mean_ce(model(x[idx]), y[idx]), idx).backward()
+                optimizer.step()
+                if read_every_step:
+                    latest.update(zip(idx.tolist(), h.scores[idx].tolist(), strict=True))
+        tables.append(np.array(h.scores))
+        if read_every_step:
+            assert all(tables[0][i] == value for i, value in latest.items())
+    np.testing.assert_array_equal(tables[0], tables[1])
+    assert np.isfinite(tables[1][plan.indices]).all()
+    if replacement:
+        assert len(np.unique(plan.indices)) < len(plan.indices)  # the case the test is about
