@@ -79,9 +79,9 @@ class _Tap:
         self.bias = getattr(module, "bias", None) is not None
         self.spikes: dict[int, torch.Tensor] = {}  # call -> input norms [rows] or [T, B]
         self.errors: dict[int, torch.Tensor] = {}  # call -> error norms of this backward pass
-        self.leads: dict[int, int] = {}
-        self.generations: dict[int, int] = {}
-        self.raw_inputs: dict[int, torch.Tensor] = {}
+        self.leads: dict[int, int] = {}  # call -> 1 for [rows, ...] inputs, 2 for [T, B, ...]
+        self.generations: dict[int, int] = {}  # call -> trace it belongs to (see drop_before)
+        self.raw_inputs: dict[int, torch.Tensor] = {}  # score="exact" only
         self.raw_errors: dict[int, torch.Tensor] = {}
         self.calls = 0
         self.last_output_id = -1
@@ -123,13 +123,13 @@ class _Tap:
             self.raw_inputs[call] = inputs
         if output._is_view():
             output = output.clone()  # a hook on a view that is later changed in place would never fire
-        output.register_hook(partial(self._backward, generation, call, lead, math.sqrt(positions)))
+        output.register_hook(partial(self._backward, call, lead, math.sqrt(positions)))
         self.last_output_id = id(output)
         return output
 
-    def _backward(self, generation: int, call: int, lead: int, scale: float, grad: torch.Tensor) -> None:
+    def _backward(self, call: int, lead: int, scale: float, grad: torch.Tensor) -> None:
         if call not in self.spikes:
-            return  # a graph of a batch already replaced
+            return  # the graph of a batch whose records were dropped
         norms = torch.linalg.vector_norm(grad, dim=tuple(range(lead, grad.ndim)), dtype=torch.float32)
         if scale != 1.0:
             norms = norms * scale
