@@ -105,7 +105,7 @@ def demo(session: nox.Session) -> None:
     if not FASHION_MNIST.exists() and shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "dataset-fashion-mnist", external=True)
-    session.install(".", "torch", "tqdm", "matplotlib", *TORCH)
+    session.install(".", "torch", "tqdm", "matplotlib", "scikit-learn", *TORCH)
     session.run("python", "benchmarks/fashion_mnist.py", *session.posargs)
 
 
