@@ -111,8 +111,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def gpu(session: nox.Session) -> None:
-    """Tests marked ``gpu`` on a CUDA device (not part of the default sessions)."""
+    """The adapter tests marked ``gpu`` on a CUDA device (not part of the default sessions)."""
     if not HAS_CUDA:
         session.error("no CUDA device here (nvidia-smi not found); run this session on a GPU machine")
-    session.install(".[test]", "torch", "jax[cuda12]")
-    _pytest(session, "numpy,torch,jax", "tests", "-m", "gpu")
+    session.install(".[test,snntorch,spikingjelly]", "scikit-learn")
+    _pytest(
+        session, "numpy", "tests/test_snntorch.py", "tests/test_spikingjelly.py", "-m", "gpu",
+        frameworks="snntorch,spikingjelly",
+    )  # fmt: skip

@@ -941,3 +941,20 @@ def test_scores_written_in_groups_equal_scores_read_after_every_step(replacement
     assert np.isfinite(tables[1][plan.indices]).all()
     if replacement:
         assert len(np.unique(plan.indices)) < len(plan.indices)  # the case the test is about
+
+
+# -- 12. on a GPU (nox -s gpu; deselected elsewhere) ---------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [EXPLICIT, CASES[1]], ids=[EXPLICIT.name, CASES[1].name])
+def test_bound_holds_on_cuda(case: Case) -> None:
+    """The bound check with model, data and trace on a CUDA device; the scores land in
+    the host table when backward returns."""
+    device = torch.device("cuda")
+    net, reference, x, y, h = setup(case)
+    net.to(device), reference.to(device)
+    x, y = x.to(device), y.to(device)
+    idx = first_batch(h)
+    scores = scored_step(h, case, net, x, y, idx)
+    assert_bound(scores, true_norms(case, reference, x[idx], y[idx], [case.readout]))

@@ -661,3 +661,21 @@ def test_context_manager_attaches_and_detaches() -> None:
         scores = handle_scores(model, h, x, y, np.arange(BATCH))
         assert np.isfinite(scores).all() and (scores > 0).all()
     assert hook_counts(model) == before
+
+
+# -- on a GPU (nox -s gpu; deselected elsewhere) -------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("architecture", ["multi_step", "single_step", "conv"])
+def test_bound_holds_on_cuda(architecture: str) -> None:
+    """The same bound check with model, data and trace on a CUDA device (SpikingJelly's
+    kernels follow the device); the scores land in the host table when backward returns."""
+    device = torch.device("cuda")
+    model = make_model(architecture, "LIF").to(device)
+    reference = copy.deepcopy(model)
+    x, y = (tensor.to(device) for tensor in make_data(architecture))
+    h = attach_fresh(model)
+    idx = np.arange(BATCH)
+    bound = handle_scores(model, h, x, y, idx)
+    assert_bounds(bound, true_norms(reference, x, y, [h.readout_name]))
