@@ -379,9 +379,16 @@ class TorchHandle(Pruner):
             or losses.shape[0] != index_array.shape[0]
         ):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+            hint = ""
+            if (
+                isinstance(losses, torch.Tensor)
+                and losses.ndim > 1
+                and losses.shape[0] == index_array.shape[0]
+            ):
+                hint = "; reduce the other axes per example first, e.g. losses.mean(dim=1)"
             raise SADPError(
                 f"losses must be a [B] tensor of per-example losses (reduction='none') matching "
-                f"{index_array.shape[0]} indices, got {shape}"
+                f"{index_array.shape[0]} indices, got {shape}{hint}"
             )
         weights = self._weights_for(index_array)
         weight_tensor = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)

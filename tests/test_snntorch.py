@@ -293,6 +293,10 @@ CASES = [
         "sequential_leaky_count", sequential_leaky, spikes,
         lambda net, x: run_sequential(net, x, 0), SF.ce_count_loss(reduction="none"), "2",
     ),
+    Case(  # mse_membrane_loss(reduction="none") is [B, C]: averaged to one loss per example
+        "sequential_leaky_mse_membrane", sequential_leaky, spikes, lambda net, x: run_sequential(net, x, -1),
+        lambda out, y: SF.mse_membrane_loss(reduction="none")(out, y).mean(1), "2",
+    ),
     Case(
         "synaptic", sequential_synaptic, spikes,
         lambda net, x: run_sequential(net, x, -1), SF.ce_rate_loss(reduction="none"), "2",
@@ -958,3 +962,14 @@ def test_bound_holds_on_cuda(case: Case) -> None:
     idx = first_batch(h)
     scores = scored_step(h, case, net, x, y, idx)
     assert_bound(scores, true_norms(case, reference, x[idx], y[idx], [case.readout]))
+
+
+def test_a_per_class_loss_is_refused_with_a_hint() -> None:
+    """``mse_membrane_loss(reduction="none")`` gives [B, C]: weighted_loss says how to reduce it."""
+    case = next(c for c in CASES if c.name == "sequential_leaky_mse_membrane")
+    net, _, x, y, h = setup(case)
+    idx = first_batch(h)
+    per_class = SF.mse_membrane_loss(reduction="none")(case.run(net, x[idx]), y[idx])
+    assert per_class.shape == (len(idx), CLASSES)
+    with pytest.raises(SADPError, match=r"reduce the other axes per example"):
+        h.weighted_loss(per_class, idx)
