@@ -75,6 +75,8 @@ class _Tap:
     def __init__(self, name: str, module: nn.Module, handle: TorchHandle, keep_tensors: bool) -> None:
         self.name, self.module, self.handle, self.keep_tensors = name, module, handle, keep_tensors
         self.feature_dims = _feature_dims(module)
+        # the feature axes of inputs and outputs with 1 or 2 leading (time, example) axes
+        self.feature_axes = {lead: tuple(range(lead, lead + self.feature_dims)) for lead in (1, 2)}
         self.kernel_area = math.prod(getattr(module, "kernel_size", (1,)))
         self.bias = getattr(module, "bias", None) is not None
         self.spikes: dict[int, torch.Tensor] = {}  # call -> input norms [rows] or [T, B]
@@ -110,7 +112,7 @@ class _Tap:
                 f"layer {self.name!r} got input of shape {tuple(inputs.shape)}: expected [rows, features] "
                 "(single-step, or time and batch flattened time-major) or [T, B, features] (multi-step)"
             )
-        norms = torch.linalg.vector_norm(inputs, dim=tuple(range(lead, inputs.ndim)), dtype=torch.float32)
+        norms = torch.linalg.vector_norm(inputs, dim=self.feature_axes[lead], dtype=torch.float32)
         positions = 1
         if self.feature_dims > 1:
             positions = math.prod(output.shape[lead + 1 :])
@@ -130,7 +132,7 @@ class _Tap:
     def _backward(self, call: int, lead: int, scale: float, grad: torch.Tensor) -> None:
         if call not in self.spikes:
             return  # the graph of a batch whose records were dropped
-        norms = torch.linalg.vector_norm(grad, dim=tuple(range(lead, grad.ndim)), dtype=torch.float32)
+        norms = torch.linalg.vector_norm(grad, dim=self.feature_axes[lead], dtype=torch.float32)
         if scale != 1.0:
             norms = norms * scale
         self.errors[call] = self.errors[call] + norms if call in self.errors else norms
@@ -393,10 +395,13 @@ class TorchHandle(Pruner):
         weights = self._weights_for(index_array)
         weight_tensor = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)
         epoch = self._plan.epoch if self._plan is not None else -1
-        same = (
-            self._batch is not None
-            and self._batch.epoch == epoch
-            and np.array_equal(self._batch.indices, index_array)
+        last = self._batch
+        same = (  # the same batch again (truncated BPTT): cheap tests first
+            last is not None
+            and last.epoch == epoch
+            and last.indices.shape == index_array.shape
+            and last.indices[0] == index_array[0]
+            and np.array_equal(last.indices, index_array)
         )
         if self._taps and not same:
             correction = index_array.shape[0] / weight_tensor.detach().float()
@@ -417,12 +422,12 @@ class TorchHandle(Pruner):
         if plan is None:
             raise SADPError("no plan yet: iterate h.batch_sampler(...) (or call h.plan(epoch)) first")
         if self._weights_epoch != plan.epoch or self._weight_of is None:
-            self._weight_of = np.full(self.num_examples, np.nan)
+            self._weight_of = np.zeros(self.num_examples)  # 0: not in the plan (plan weights are > 0)
             self._weight_of[plan.indices] = plan.weights
             self._weights_epoch = plan.epoch
         weights = self._weight_of[indices]
-        if np.isnan(weights).any():
-            missing = indices[np.isnan(weights)][:5].tolist()
+        if not weights.min(initial=1.0) > 0:
+            missing = indices[weights == 0][:5].tolist()
             raise SADPError(f"examples {missing} are not in the plan of epoch {plan.epoch}; use its batches")
         return weights
 
