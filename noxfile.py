@@ -86,7 +86,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation (warnings are errors) and run its doctests."""
-    session.install(".[docs]")
+    session.install(".[docs]", "torch", *TORCH)  # torch: the API page documents the torch handle
     build = ROOT / "docs" / "_build"
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", str(build / "html"))
     session.run("sphinx-build", "-W", "--keep-going", "-b", "doctest", "docs", str(build / "doctest"))
