@@ -396,12 +396,8 @@ class TorchHandle(Pruner):
         weight_tensor = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)
         epoch = self._plan.epoch if self._plan is not None else -1
         last = self._batch
-        same = (  # the same batch again (truncated BPTT): cheap tests first
-            last is not None
-            and last.epoch == epoch
-            and last.indices.shape == index_array.shape
-            and last.indices[0] == index_array[0]
-            and np.array_equal(last.indices, index_array)
+        same = (  # the same batch again (truncated BPTT)
+            last is not None and last.epoch == epoch and np.array_equal(last.indices, index_array)
         )
         if self._taps and not same:
             correction = index_array.shape[0] / weight_tensor.detach().float()
@@ -412,9 +408,7 @@ class TorchHandle(Pruner):
         self._named = True
         if self.expects == "loss":
             self._serial += 1
-            self._unrecorded[self._serial] = (index_array, losses.detach())
-            if len(self._unrecorded) >= _RECORD_EVERY:
-                self._record_scores()
+            self._hold_scores(self._serial, index_array, losses.detach())
         return (weight_tensor * losses).mean()
 
     def _weights_for(self, indices: np.ndarray) -> np.ndarray:
@@ -481,11 +475,15 @@ class TorchHandle(Pruner):
             batch.scores = scores if batch.scores is None else batch.scores + scores
             if not self._checks.done:
                 self._run_checks()
-            self._unrecorded[batch.serial] = (batch.indices, batch.scores)
-            if len(self._unrecorded) >= _RECORD_EVERY:
-                self._record_scores()
+            self._hold_scores(batch.serial, batch.indices, batch.scores)
         finally:
             self._clear_trace()
+
+    def _hold_scores(self, key: int, indices: np.ndarray, scores: torch.Tensor) -> None:
+        """Keep a batch's scores until the next write (a later entry of the same batch replaces it)."""
+        self._unrecorded[key] = (indices, scores)
+        if len(self._unrecorded) >= _RECORD_EVERY:
+            self._record_scores()
 
     def _record_scores(self) -> None:
         """Write the scores computed since the last call into the table, in one go.
