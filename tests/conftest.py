@@ -74,12 +74,22 @@ def to_np() -> Any:
     return _to_numpy
 
 
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    return bool(importlib.import_module("torch").cuda.is_available())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (not skip) tests marked ``backend("jax")`` when that backend is not selected."""
+    """Deselect (not skip) tests marked ``backend("jax")`` when that backend is not selected,
+    and tests marked ``gpu`` where no CUDA device exists (``nox -s gpu`` runs them on one)."""
+    cuda = _cuda_available() if any(item.get_closest_marker("gpu") for item in items) else False
     selected, deselected = [], []
     for item in items:
         marker = item.get_closest_marker("backend")
-        (deselected if marker and marker.args[0] not in BACKENDS else selected).append(item)
+        unselected_backend = marker is not None and marker.args[0] not in BACKENDS
+        needs_missing_gpu = item.get_closest_marker("gpu") is not None and not cuda
+        (deselected if unselected_backend or needs_missing_gpu else selected).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
