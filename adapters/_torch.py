@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, Sampler
 
 from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
-from sadp_core.scores import bound_from_norms, exact_readout_score
+from sadp_core.scores import exact_readout_score
 
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
@@ -65,137 +65,113 @@ def _feature_dims(module: nn.Module) -> int:
 class _Tap:
     """Forward hook and output-gradient hooks on one Linear or Conv layer.
 
-    Per call it keeps two small tensors: the norm of the input and of the error at the
-    output, for every (time step, example) row. For a convolution the weight gradient sums
-    over ``P`` output positions, each input element feeding at most ``k = kh * kw`` of them,
-    so ``||[dW, db]|| <= ||e|| sqrt(k ||s||^2 + P)`` per step: the bound's form with
-    ``s * sqrt(k / P)`` and ``e * sqrt(P)``, which is what is stored.
+    Each call of the layer in a training forward pass keeps one small tensor, the norm of
+    its input per (time step, example) row, and hooks its output; when the output's
+    gradient arrives, the hook hands the handle a *piece* of the trace: those input norms
+    with the norms of the error, ``[rows]`` each. Nothing larger is kept (with
+    ``score="exact"``, the raw input and error instead). For a convolution the weight
+    gradient sums over ``P`` output positions, each input element feeding at most
+    ``k = kh * kw`` of them, so ``||[dW, db]|| <= ||e|| sqrt(k ||s||^2 + P)`` per step: the
+    bound's form with ``s * sqrt(k / P)`` and ``e * sqrt(P)``, which is what is stored.
     """
 
-    def __init__(self, name: str, module: nn.Module, handle: TorchHandle, keep_tensors: bool) -> None:
-        self.name, self.module, self.handle, self.keep_tensors = name, module, handle, keep_tensors
+    def __init__(
+        self, index: int, name: str, module: nn.Module, handle: TorchHandle, keep_tensors: bool
+    ) -> None:
+        self.index, self.name, self.module, self.handle = index, name, module, handle
+        self.keep_tensors = keep_tensors
         self.feature_dims = _feature_dims(module)
         # the feature axes of inputs and outputs with 1 or 2 leading (time, example) axes
         self.feature_axes = {lead: tuple(range(lead, lead + self.feature_dims)) for lead in (1, 2)}
         self.kernel_area = math.prod(getattr(module, "kernel_size", (1,)))
         self.bias = getattr(module, "bias", None) is not None
-        self.spikes: dict[int, torch.Tensor] = {}  # call -> input norms [rows] or [T, B]
-        self.errors: dict[int, torch.Tensor] = {}  # call -> error norms of this backward pass
-        self.leads: dict[int, int] = {}  # call -> 1 for [rows, ...] inputs, 2 for [T, B, ...]
-        self.generations: dict[int, int] = {}  # call -> trace it belongs to (see drop_before)
-        self.raw_inputs: dict[int, torch.Tensor] = {}  # score="exact" only
-        self.raw_errors: dict[int, torch.Tensor] = {}
-        self.calls = 0
+        self.recorded = 0  # calls traced (outside a backward pass)
         self.last_output_id = -1
         self.warned_reentrant = False
         self.hook = module.register_forward_hook(self._forward)
 
     def _forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        if not (module.training and torch.is_grad_enabled() and isinstance(output, torch.Tensor)):
+        # no gradient will come without training mode, grad mode and an output that needs one
+        if not (module.training and isinstance(output, torch.Tensor) and output.requires_grad):
             return None
-        if not output.requires_grad:
-            return None  # no gradient will come
         if torch._C._current_graph_task_id() != -1:  # a checkpoint recomputing inside backward
-            if not self.spikes and not self.warned_reentrant:
-                self.warned_reentrant = True
-                warnings.warn(
-                    f"layer {self.name!r} runs only inside backward (a checkpoint with use_reentrant=True): "
-                    "its trace cannot be recorded and its scores stay unset; use use_reentrant=False",
-                    SADPWarning,
-                    stacklevel=2,
-                )
+            self._warn_reentrant()
             return None
         inputs = args[0].detach()
         lead = inputs.ndim - self.feature_dims
-        if lead not in (1, 2):
+        if lead != 1 and lead != 2:
             raise SADPError(
                 f"layer {self.name!r} got input of shape {tuple(inputs.shape)}: expected [rows, features] "
                 "(single-step, or time and batch flattened time-major) or [T, B, features] (multi-step)"
             )
-        norms = torch.linalg.vector_norm(inputs, dim=self.feature_axes[lead], dtype=torch.float32)
         positions = 1
-        if self.feature_dims > 1:
-            positions = math.prod(output.shape[lead + 1 :])
-            norms = norms * math.sqrt(self.kernel_area / positions)
-        generation = self.handle._note_forward(self.name)
-        call = self.calls
-        self.calls += 1
-        self.spikes[call], self.leads[call], self.generations[call] = norms, lead, generation
         if self.keep_tensors:
-            self.raw_inputs[call] = inputs
+            kept = inputs
+        else:
+            kept = torch.linalg.vector_norm(inputs, dim=self.feature_axes[lead], dtype=torch.float32)
+            if self.feature_dims > 1:
+                positions = math.prod(output.shape[lead + 1 :])
+                kept = kept * math.sqrt(self.kernel_area / positions)
+        handle = self.handle
+        if handle._received:
+            handle._generation += 1  # the first forward after a backward: a new trace
+            handle._received = False
+        if not handle._checks.done:
+            handle._checks.executed.append(self.name)
+        self.recorded += 1
         if output._is_view():
             output = output.clone()  # a hook on a view that is later changed in place would never fire
-        output.register_hook(partial(self._backward, call, lead, math.sqrt(positions)))
+        # a pre-hook on the node that made the output: it gets the error at the output
+        node = output.grad_fn
+        node.register_prehook(
+            partial(self._backward, kept, lead, math.sqrt(positions), handle._generation, output.output_nr)
+        )
         self.last_output_id = id(output)
         return output
 
-    def _backward(self, call: int, lead: int, scale: float, grad: torch.Tensor) -> None:
-        if call not in self.spikes:
-            return  # the graph of a batch whose records were dropped
-        norms = torch.linalg.vector_norm(grad, dim=self.feature_axes[lead], dtype=torch.float32)
-        if scale != 1.0:
-            norms = norms * scale
-        self.errors[call] = self.errors[call] + norms if call in self.errors else norms
-        if self.keep_tensors:
-            self.raw_errors[call] = (
-                self.raw_errors[call] + grad.detach() if call in self.raw_errors else grad.detach()
+    def _warn_reentrant(self) -> None:
+        if not self.recorded and not self.warned_reentrant:
+            self.warned_reentrant = True
+            warnings.warn(
+                f"layer {self.name!r} runs only inside backward (a checkpoint with use_reentrant=True): "
+                "its trace cannot be recorded and its scores stay unset; use use_reentrant=False",
+                SADPWarning,
+                stacklevel=3,
             )
-        self.handle._note_backward()
 
-    def clear_errors(self) -> None:
-        self.errors.clear()
-        self.raw_errors.clear()
-
-    def drop_before(self, generation: int) -> None:
-        for call in [c for c, g in self.generations.items() if g < generation]:
-            for records in (
-                self.spikes,
-                self.errors,
-                self.leads,
-                self.generations,
-                self.raw_inputs,
-                self.raw_errors,
-            ):
-                records.pop(call, None)
-
-    def bound(self, batch: int) -> torch.Tensor | None:
-        """``[B]`` bound of the weight gradient of this backward pass (calls that got a gradient)."""
-        calls = sorted(self.errors)
-        if not calls:
-            return None
-        leads = [self.leads[c] for c in calls]
-        spikes = _time_major([self.spikes[c] for c in calls], leads, batch, self.name)
-        errors = _time_major([self.errors[c] for c in calls], leads, batch, self.name)
-        return bound_from_norms(spikes, errors, self.bias, torch)
-
-    def exact(self, batch: int) -> torch.Tensor | None:
-        """``[B]`` exact norm of this Linear layer's weight gradient of this backward pass."""
-        calls = sorted(self.raw_errors)
-        if not calls:
-            return None
-        leads = [self.leads[c] for c in calls]
-        spikes = _time_major([self.raw_inputs[c].float() for c in calls], leads, batch, self.name)
-        errors = _time_major([self.raw_errors[c].float() for c in calls], leads, batch, self.name)
-        return exact_readout_score(spikes, errors, bias=self.bias)
-
-
-def _time_major(pieces: list[torch.Tensor], leads: list[int], batch: int, layer: str) -> torch.Tensor:
-    """A layer's calls -> ``[T, B, ...]``: each call's leading axes are (time, example) rows."""
-    rows = []
-    for piece, lead in zip(pieces, leads, strict=True):
-        if lead == 2 and piece.shape[1] != batch:
+    def _backward(
+        self,
+        kept: torch.Tensor,
+        lead: int,
+        scale: float,
+        generation: int,
+        output_nr: int,
+        grads: tuple[torch.Tensor | None, ...],
+    ) -> None:
+        handle, grad = self.handle, grads[output_nr]
+        if grad is None or generation < handle._batch_generation:
+            return  # no error reached this output, or the graph of an earlier batch ran again
+        batch = handle._start_piece()
+        size = batch.indices.shape[0]
+        if (grad.shape[1] != size) if lead == 2 else (grad.shape[0] % size):
             raise SADPError(
-                f"layer {layer!r} got a multi-step input with {piece.shape[1]} examples on axis 1 for a "
-                f"batch of {batch}: inputs must be time-major [T, B, ...]"
+                f"layer {self.name!r} got output of shape {tuple(grad.shape)} for a batch of {size}: "
+                "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
+                "this batch's indices"
             )
-        rows.append(piece.flatten(0, 1) if lead == 2 else piece)
-    flat = rows[0] if len(rows) == 1 else torch.cat(rows)
-    if flat.shape[0] % batch:
-        raise SADPError(
-            f"layer {layer!r} saw {flat.shape[0]} rows for a batch of {batch}: its inputs must be "
-            "[T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get this batch's indices"
-        )
-    return flat.reshape(flat.shape[0] // batch, batch, *flat.shape[1:])
+        if self.keep_tensors:
+            errors = grad.detach()
+        else:
+            errors = torch.linalg.vector_norm(grad, dim=self.feature_axes[lead], dtype=torch.float32)
+            if scale != 1.0:
+                errors = errors * scale
+        handle._pieces.append((batch, self.index, kept, errors))
+
+
+def _time_major(pieces: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """A Linear layer's inputs or errors, ``[T*B, F]`` or ``[T, B, F]`` each -> ``[T', B, F]``."""
+    steps = [piece.reshape(-1, batch, piece.shape[-1]).float() for piece in pieces]
+    return steps[0] if len(steps) == 1 else torch.cat(steps)
 
 
 class IndexedDataset(Dataset):  # type: ignore[type-arg]
@@ -244,10 +220,9 @@ class _Batch:
     """The batch whose trace is being recorded: set by ``weighted_loss``."""
 
     indices: np.ndarray
-    correction: torch.Tensor  # B / w_i: turns the captured error back into dL_i/do
-    serial: int  # numbers the batches of this handle
-    epoch: int = -1
-    scores: torch.Tensor | None = None  # accumulated over backward passes (truncated BPTT)
+    weights: np.ndarray  # its plan weights: the captured error is (w_i / B) dL_i/do
+    epoch: int
+    totals: np.ndarray | None = None  # [B, layers] per-layer scores written so far (truncated BPTT)
 
 
 @dataclass
@@ -306,20 +281,25 @@ class TorchHandle(Pruner):
         self._hooks: list[Any] = []
         self._checks = _Checks(done=True)
         if self.expects == "bound":
-            self._taps = [_Tap(name, module, self, keep_tensors=score == "exact") for name, module in layers]
+            self._taps = [
+                _Tap(index, name, module, self, keep_tensors=score == "exact")
+                for index, (name, module) in enumerate(layers)
+            ]
             self._hooks = [tap.hook for tap in self._taps]
             self._install_checks(candidates)
         self._batch: _Batch | None = None
-        self._weight_of: np.ndarray | None = None
+        self._batch_generation = 0  # traces older than the current batch's are ignored
+        self._weight_of: np.ndarray | None = None  # plan weight of every example, 0 if not planned
         self._weights_epoch = -1
         self._next_epoch = 0
         self._in_progress: int | None = None
-        self._received = False  # a backward pass scored the current trace
+        self._received = False  # a backward pass reached the current trace
         self._generation = 0  # numbers the traces (a forward after a backward starts a new one)
-        self._queued = False  # the end-of-backward callback is queued
-        self._named = False  # weighted_loss named the batch since the last backward pass
-        self._unrecorded: dict[int, tuple[np.ndarray, torch.Tensor]] = {}  # see _record_scores
-        self._serial = 0
+        self._named = False  # weighted_loss named the batch since the last backward pass began
+        self._pass = -1  # the autograd graph task of the backward pass under way
+        self._pieces: list[tuple[_Batch, int, torch.Tensor, torch.Tensor]] = []  # see _record_scores
+        self._pending_batches = 0  # batches named since the last write
+        self._losses: list[tuple[np.ndarray, torch.Tensor]] = []  # loss-based methods: their scores
 
     # -- data --------------------------------------------------------------------------
 
@@ -373,12 +353,54 @@ class TorchHandle(Pruner):
         For the loss-based methods the losses themselves are the scores, recorded here.
         """
         if isinstance(indices, torch.Tensor):  # as a DataLoader yields them: the fast way to numpy
-            indices = indices.detach().cpu().numpy()
+            indices = indices.numpy(force=True)
+        weights = self._planned_weights(indices)
+        if weights is None or not (
+            isinstance(losses, torch.Tensor) and losses.ndim == 1 and losses.shape[0] == weights.shape[0]
+        ):
+            indices, weights = self._checked_batch(losses, indices)
+        weight_tensor = torch.from_numpy(weights)
+        if weight_tensor.dtype != losses.dtype or losses.device.type != "cpu":
+            weight_tensor = weight_tensor.to(dtype=losses.dtype, device=losses.device)
+        if self._taps:
+            self._name_batch(indices, weights)
+        elif self.expects == "loss":
+            self._losses.append((indices, losses.detach()))
+            self._pending_batches += 1
+            if self._pending_batches >= _RECORD_EVERY:
+                self._record_scores()
+        return (weight_tensor * losses).mean()
+
+    def _planned_weights(self, indices: Any) -> np.ndarray | None:
+        """The plan weights of a batch, or None if anything about it needs a closer look.
+
+        The hot path of every step: one lookup and one reduction. The weight table is twice
+        the data set long and zero outside the plan, so that an index out of range, negative
+        (which wraps into the second half) or not planned this epoch gives a zero weight.
+        """
+        plan, table = self._plan, self._weight_of
+        if plan is None or table is None or self._weights_epoch != plan.epoch:
+            return None
+        if not (isinstance(indices, np.ndarray) and indices.dtype == np.int64 and indices.ndim == 1):
+            return None
+        try:
+            weights = table[indices]
+        except IndexError:
+            return None
+        return weights if weights.min(initial=1.0) > 0 else None
+
+    def _checked_batch(self, losses: Any, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Check a batch in full: its indices, the plan, the losses' shape; clear errors."""
         index_array = self._check_indices(indices)
-        if (
-            not isinstance(losses, torch.Tensor)
-            or losses.ndim != 1
-            or losses.shape[0] != index_array.shape[0]
+        plan = self._plan
+        if plan is None:
+            raise SADPError("no plan yet: iterate h.batch_sampler(...) (or call h.plan(epoch)) first")
+        if self._weights_epoch != plan.epoch or self._weight_of is None:
+            self._weight_of = np.zeros(2 * self.num_examples, dtype=np.float32)  # see _planned_weights
+            self._weight_of[plan.indices] = plan.weights
+            self._weights_epoch = plan.epoch
+        if not (
+            isinstance(losses, torch.Tensor) and losses.ndim == 1 and losses.shape[0] == index_array.shape[0]
         ):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
             hint = ""
@@ -392,114 +414,135 @@ class TorchHandle(Pruner):
                 f"losses must be a [B] tensor of per-example losses (reduction='none') matching "
                 f"{index_array.shape[0]} indices, got {shape}{hint}"
             )
-        weights = self._weights_for(index_array)
-        weight_tensor = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)
-        epoch = self._plan.epoch if self._plan is not None else -1
-        last = self._batch
-        same = (  # the same batch again (truncated BPTT)
-            last is not None and last.epoch == epoch and np.array_equal(last.indices, index_array)
-        )
-        if self._taps and not same:
-            correction = index_array.shape[0] / weight_tensor.detach().float()
-            self._serial += 1
-            self._batch = _Batch(index_array, correction, self._serial, epoch=epoch)
-            for tap in self._taps:
-                tap.drop_before(self._generation)  # records of earlier batches
-        self._named = True
-        if self.expects == "loss":
-            self._serial += 1
-            self._hold_scores(self._serial, index_array, losses.detach())
-        return (weight_tensor * losses).mean()
-
-    def _weights_for(self, indices: np.ndarray) -> np.ndarray:
-        plan = self._plan
-        if plan is None:
-            raise SADPError("no plan yet: iterate h.batch_sampler(...) (or call h.plan(epoch)) first")
-        if self._weights_epoch != plan.epoch or self._weight_of is None:
-            self._weight_of = np.zeros(self.num_examples)  # 0: not in the plan (plan weights are > 0)
-            self._weight_of[plan.indices] = plan.weights
-            self._weights_epoch = plan.epoch
-        weights = self._weight_of[indices]
+        weights = self._weight_of[index_array]
         if not weights.min(initial=1.0) > 0:
-            missing = indices[weights == 0][:5].tolist()
+            missing = index_array[weights == 0][:5].tolist()
             raise SADPError(f"examples {missing} are not in the plan of epoch {plan.epoch}; use its batches")
-        return weights
+        return index_array, weights
+
+    def _name_batch(self, indices: np.ndarray, weights: np.ndarray) -> None:
+        """``weighted_loss`` names the batch the next backward pass belongs to."""
+        self._named = True
+        epoch, last = self._weights_epoch, self._batch
+        if (
+            last is not None
+            and last.epoch == epoch
+            and last.indices.shape == indices.shape
+            and (not indices.size or last.indices[0] == indices[0])
+            and np.array_equal(last.indices, indices)
+        ):
+            return  # the same batch again (truncated BPTT): its scores add up
+        if self.score_kind == "exact" or self._pending_batches >= _RECORD_EVERY:
+            self._record_scores()  # exact: release the raw tensors of the last batch now
+        self._batch = _Batch(indices, weights, epoch)
+        self._batch_generation = self._generation
+        self._pending_batches += 1
 
     # -- trace bookkeeping (called by the taps) ------------------------------------------
 
-    def _note_forward(self, layer: str) -> int:
-        """A tapped layer ran: returns the generation its trace belongs to."""
-        if self._received:
-            self._generation += 1  # the first forward after a backward: a new trace
-            self._received = False
-        if not self._checks.done:
-            self._checks.executed.append(layer)
-        return self._generation
-
-    def _note_backward(self) -> None:
-        """A tapped output got its gradient: score the batch when this backward pass ends."""
-        if not self._queued:
-            self._queued = True
-            torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
-
-    def _clear_trace(self) -> None:
-        """After a backward pass: forget its gradients, keep the batch's forward records."""
-        for tap in self._taps:
-            tap.clear_errors()
-        self._queued, self._received, self._named = False, True, False
-
-    def _finish_backward(self) -> None:
-        """End of a backward pass: scores of the batch from the recorded norms.
-
-        An autograd callback at the end of the backward pass, so the scores are in place
-        when ``backward()`` returns. Only the calls that received a gradient in this pass
-        count; over several passes on one batch (truncated BPTT) the scores add up.
-        """
-        batch = self._batch
-        try:
+    def _start_piece(self) -> _Batch:
+        """A tapped output got its gradient: the batch it belongs to (checked once per pass)."""
+        task = torch._C._current_graph_task_id()
+        if task != self._pass:
+            batch = self._batch
             if batch is None or not self._named:
                 raise SADPError(
                     "a backward pass ran without h.weighted_loss(losses, indices) naming its batch; "
                     "compute every training loss with h.weighted_loss"
                 )
-            size = batch.indices.shape[0]
-            per_layer = [
-                tap.exact(size) if self.score_kind == "exact" else tap.bound(size) for tap in self._taps
-            ]
-            present = [b for b in per_layer if b is not None]
-            if not present:
-                return
-            combined = present[0] if len(present) == 1 else torch.stack(present).square().sum(0).sqrt()
-            # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
-            scores = combined * batch.correction
-            batch.scores = scores if batch.scores is None else batch.scores + scores
             if not self._checks.done:
                 self._run_checks()
-            self._hold_scores(batch.serial, batch.indices, batch.scores)
-        finally:
-            self._clear_trace()
-
-    def _hold_scores(self, key: int, indices: np.ndarray, scores: torch.Tensor) -> None:
-        """Keep a batch's scores until the next write (a later entry of the same batch replaces it)."""
-        self._unrecorded[key] = (indices, scores)
-        if len(self._unrecorded) >= _RECORD_EVERY:
-            self._record_scores()
+            self._pass, self._named, self._received = task, False, True
+        return self._batch  # type: ignore[return-value]
 
     def _record_scores(self) -> None:
-        """Write the scores computed since the last call into the table, in one go.
+        """Turn the trace pieces gathered since the last call into scores, and write them.
 
-        Copying scores to the host, checking them and writing them costs far more per call
-        than per example, so backward passes leave their scores here (as tensors) and every
-        read of the table (``scores``, ``plan``, ``stats``, ``state_dict``, ...) writes them
-        first: the table reads as if each backward pass had written its own.
+        Scoring, copying to the host, checking and writing cost far more per call than per
+        example, so the backward passes only leave pieces of trace here (small tensors) and
+        this runs every 64 batches, vectorised over all of them, and before every read of
+        the table (``scores``, ``plan``, ``stats``, ``state_dict``, ...): the table reads as
+        if each backward pass had written its own scores.
         """
-        if not self._unrecorded:
+        self._pending_batches = 0
+        if self._losses:
+            entries, self._losses = self._losses, []
+            indices = np.concatenate([index for index, _ in entries])
+            values = torch.cat([loss.float() for _, loss in entries]).cpu().numpy().astype(np.float64)
+            self._write(indices, values)
+        if not self._pieces:
             return
-        entries = list(self._unrecorded.values())
-        self._unrecorded.clear()
-        indices = np.concatenate([index for index, _ in entries])
-        values = torch.cat([score.detach().float() for _, score in entries]).cpu().numpy().astype(np.float64)
-        if len(entries) > 1 and np.unique(indices).size < indices.size:  # drawn with replacement
+        pieces, self._pieces = self._pieces, []
+        batches = list({id(batch): batch for batch, *_ in pieces}.values())
+        per_layer = (
+            self._exact_sums(pieces, batches)
+            if self.score_kind == "exact"
+            else self._bound_sums(pieces, batches)
+        )
+        indices, values = [], []
+        for batch, sums in zip(batches, per_layer, strict=True):
+            if batch.totals is not None:
+                sums = sums + batch.totals
+            batch.totals = sums
+            combined = sums[:, 0] if sums.shape[1] == 1 else np.sqrt(np.square(sums).sum(1))
+            # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
+            values.append(combined * (batch.indices.shape[0] / batch.weights.astype(np.float64)))
+            indices.append(batch.indices)
+        self._write(np.concatenate(indices), np.concatenate(values))
+
+    def _bound_sums(self, pieces: list[Any], batches: list[_Batch]) -> list[np.ndarray]:
+        """Per batch, ``[B, layers]`` bounds: every piece's rows at once, summed by example.
+
+        Row ``r`` of a piece (time-major ``[T*B]``) belongs to example ``r % B`` of its batch;
+        each (batch, example, layer) has a slot, and one ``index_add`` sums the rows' terms.
+        """
+        layers = len(self._taps)
+        sizes = np.array([batch.indices.shape[0] for batch in batches])
+        first_slot = dict(zip(map(id, batches), np.cumsum(sizes) - sizes, strict=True))
+        spikes = torch.cat([kept.reshape(-1) for _, _, kept, _ in pieces]).cpu()
+        errors = torch.cat([error.reshape(-1) for _, _, _, error in pieces]).cpu()
+        rows = np.array([error.numel() for _, _, _, error in pieces])
+        piece_of_row = np.repeat(np.arange(len(pieces)), rows)
+        batch_size = np.array([batch.indices.shape[0] for batch, *_ in pieces])[piece_of_row]
+        first = np.array([first_slot[id(batch)] for batch, *_ in pieces])[piece_of_row]
+        layer = np.array([index for _, index, *_ in pieces])[piece_of_row]
+        row_in_piece = np.arange(rows.sum()) - (np.cumsum(rows) - rows)[piece_of_row]
+        slot = torch.from_numpy((first + row_in_piece % batch_size) * layers + layer)
+        bias = np.array([tap.bias for tap in self._taps])
+        if bias.all():
+            factor = torch.hypot(spikes, torch.ones_like(spikes))
+        elif not bias.any():
+            factor = spikes
+        else:
+            factor = torch.sqrt(spikes.square() + torch.from_numpy(bias[layer].astype(np.float32)))
+        sums = torch.zeros(int(sizes.sum()) * layers, dtype=torch.float64)
+        sums.index_add_(0, slot, (errors * factor).double())
+        table = sums.numpy().reshape(-1, layers)
+        return [
+            table[start : start + size] for start, size in zip(np.cumsum(sizes) - sizes, sizes, strict=True)
+        ]
+
+    def _exact_sums(self, pieces: list[Any], batches: list[_Batch]) -> list[np.ndarray]:
+        """Per batch, ``[B, layers]`` exact gradient norms of its tapped Linear layers."""
+        result = []
+        for batch in batches:
+            size, columns = batch.indices.shape[0], []
+            for tap in self._taps:
+                mine = [
+                    (kept, error) for b, layer, kept, error in pieces if b is batch and layer == tap.index
+                ]
+                if not mine:
+                    columns.append(np.zeros(size))
+                    continue
+                spikes = _time_major([kept for kept, _ in mine], size)
+                errors = _time_major([error for _, error in mine], size)
+                score = exact_readout_score(spikes, errors, bias=tap.bias)
+                columns.append(score.detach().double().cpu().numpy())
+            result.append(np.stack(columns, axis=1))
+        return result
+
+    def _write(self, indices: np.ndarray, values: np.ndarray) -> None:
+        if self._config["replacement"] and np.unique(indices).size < indices.size:  # repeats
             last = indices.size - 1 - np.unique(indices[::-1], return_index=True)[1]  # the latest wins
             indices, values = indices[last], values[last]
         self._record(indices, values)
