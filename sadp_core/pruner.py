@@ -382,7 +382,7 @@ class Pruner:
             )
         size = self.num_examples
         names = ("latest", "mean", "variance") if self.method.keeps_history else ("latest",)
-        arrays = {name: np.array(state.get(name), dtype=np.float64) for name in names}
+        arrays = {name: _host_copy(state.get(name), np.float64, name) for name in names}
         if any(array.shape != (size,) for array in arrays.values()):
             raise SADPError(f"the score tables in this state_dict do not have {size} entries")
         self._table = ScoreTable(**arrays)
@@ -392,9 +392,9 @@ class Pruner:
         if saved is not None:
             self._plan = Plan(
                 epoch=int(saved["epoch"]), phase=saved["phase"],
-                indices=np.array(saved["indices"], dtype=np.int64),
-                weights=np.array(saved["weights"], dtype=np.float64),
-                probabilities=np.array(saved["probabilities"], dtype=np.float64),
+                indices=_host_copy(saved["indices"], np.int64, "plan indices"),
+                weights=_host_copy(saved["weights"], np.float64, "plan weights"),
+                probabilities=_host_copy(saved["probabilities"], np.float64, "plan probabilities"),
             )  # fmt: skip
             for array in self._plan[2:]:
                 array.flags.writeable = False
@@ -405,3 +405,10 @@ class Pruner:
             f"Pruner(num_examples={c['num_examples']}, prune_ratio={c['prune_ratio']}, "
             f"epochs={c['epochs']}, seed={c['seed']}, method={c['method']!r})"
         )
+
+
+def _host_copy(array: Any, dtype: Any, name: str) -> np.ndarray:
+    """A writable numpy copy of a saved array (numpy, torch, jax, ...) with ``dtype``."""
+    if array is None:
+        raise SADPError(f"the state_dict has no {name}")
+    return np.array(to_numpy(array, name), dtype=dtype)
