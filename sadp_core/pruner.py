@@ -263,14 +263,18 @@ class Pruner:
 
     def _record(self, index_array: np.ndarray, scores: Any) -> None:
         """:meth:`update` for indices already checked by :meth:`_check_indices`."""
+        index_array, values = self._checked_scores(index_array, scores)
+        self._table.record(index_array, values, self._config["decay"])
+
+    def _checked_scores(self, index_array: np.ndarray, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The scores as float64, checked; non-finite ones dropped (counted, with a warning)."""
         trusted = (
             isinstance(scores, np.ndarray)
             and scores.dtype == np.float64
             and scores.shape == index_array.shape
         )
         if trusted and np.isfinite(scores).all() and not scores.min(initial=0.0) < 0:  # the common case, fast
-            self._table.record(index_array, scores, self._config["decay"])
-            return
+            return index_array, scores
         values = to_numpy(scores, "scores")
         if values.ndim != 1 or values.shape[0] != index_array.shape[0]:
             raise SADPError(
@@ -291,10 +295,10 @@ class Pruner:
                 f"{ignored} non-finite score(s) ignored; those examples keep their previous score "
                 f"({self._progress.nonfinite_scores} so far, see Pruner.stats)",
                 SADPWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             index_array, values = index_array[finite], values[finite]
-        self._table.record(index_array, values, self._config["decay"])
+        return index_array, values
 
     def _check_indices(self, indices: Any) -> np.ndarray:
         array = to_numpy(indices, "indices")
