@@ -167,7 +167,12 @@ def tap(output: jax.Array, inputs: jax.Array, u: jax.Array, *, bias: bool = True
     if calls is not None:
         calls.append(batch)
     spikes = jax.lax.stop_gradient(inputs).astype(jnp.float32)
-    if u.ndim == 1 and u.shape[0] == batch:
+    if u.ndim in (1, 3) and u.shape[0] != batch:
+        raise SADPError(
+            f"the readout saw a batch of {batch} examples but u was made for {u.shape[0]}: pass one "
+            "weight per example of the batch to grad_fn"
+        )
+    if u.ndim == 1:
         squared = jnp.sum(jnp.square(spikes), axis=-1)
         factor = jnp.sqrt(squared + 1.0) if bias else jnp.sqrt(squared)
         return _bound_tap(output, factor, u)
@@ -405,6 +410,7 @@ class JaxHandle(Pruner):
             raise SADPError(
                 f"the readout {name!r} is already tapped by another handle; detach that handle first"
             )
+        _strengthen_weak_types(model, nnx)
         self._slot = _Slot(bias=getattr(module, "bias", None) is not None)
         self._shape = (int(module.out_features), int(module.in_features))
         module.__class__ = _tapping_class(type(module), self._slot)
@@ -616,8 +622,9 @@ class JaxHandle(Pruner):
             return
         entries, self._pending = self._pending, []
         indices = np.concatenate([index for index, _ in entries])
-        device_values = jnp.concatenate([jnp.asarray(score, jnp.float32).reshape(-1) for _, score in entries])
-        values = np.asarray(device_values, dtype=np.float64)
+        # one transfer of the whole group; no device op, so no compilation for a new group size
+        host = jax.device_get([score for _, score in entries])
+        values = np.concatenate([np.asarray(score, dtype=np.float64).reshape(-1) for score in host])
         if len(entries) > 1 and np.unique(indices).size < indices.size:  # drawn with replacement
             last = indices.size - 1 - np.unique(indices[::-1], return_index=True)[1]  # the latest wins
             indices, values = indices[last], values[last]
@@ -676,6 +683,19 @@ class JaxHandle(Pruner):
 
 
 # -- checks and dispatch ------------------------------------------------------------------------
+
+
+def _strengthen_weak_types(model: Any, nnx: Any) -> None:
+    """Give weakly typed float parameters (spyx's ``LI.beta``, ...) a strong type, same values.
+
+    A weakly typed parameter becomes strongly typed after the first optimizer update, which
+    makes a jitted step compile a second time (and a third, through the optimizer's state).
+    """
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Variable):
+            value = node.get_value()
+            if isinstance(value, jax.Array) and value.weak_type and jnp.issubdtype(value.dtype, jnp.floating):
+                node.set_value(jnp.asarray(value, dtype=value.dtype))
 
 
 def _as_types(neurons: tuple[type, ...] | type | None) -> tuple[type, ...]:
