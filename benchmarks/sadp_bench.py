@@ -1,0 +1,364 @@
+"""The SNN benchmark of sadp-core: every pruning method, side by side, on real SNNs.
+
+Subcommands::
+
+    python benchmarks/sadp_bench.py main      # the main job: full data vs SADP r=0.3 (README)
+    python benchmarks/sadp_bench.py run       # the grid: frameworks x models x methods x ratios x seeds
+    python benchmarks/sadp_bench.py probe     # gradient-variance probe and bound quality
+    python benchmarks/sadp_bench.py report    # docs/benchmarks.md and plots from the JSON
+
+``main`` trains a snnTorch LIF network (784-256-10, T=4) on Fashion-MNIST twice, all data
+and SADP at r = 0.3, with a progress bar per epoch; prints test accuracy, training wall
+time, share of examples processed, achieved and theoretical speedup; writes
+``results/main/results.json`` and ``results/main/accuracy_vs_time.png``.
+
+``run`` trains, for each (framework, model, seed), the full-data run and every
+(method, ratio), round-robin one epoch at a time in one process so that wall-clock ratios
+are measured side by side (``bench_train.py``), and writes ``OUT/results.json`` (a list
+of records, one per run) and ``OUT/meta.json``. ``probe`` trains a full-data checkpoint
+and measures, on a subset of the training set, each method's epoch-gradient error at
+r = 0.5 over many draws and the Spearman correlation of each score with the true
+per-example gradient norm (``bench_probes.py``); it writes ``OUT/probes.json``.
+``report`` merges result directories into ``docs/benchmarks/`` and writes
+``docs/benchmarks.md`` (``bench_report.py``).
+
+Methods: full, random, infobatch, ucb, eps_greedy, loss, sadp (readout scope), sadp_all
+(``scope="all"``), oracle (exact per-example whole-model gradient norm; MLP only).
+Frameworks: snntorch, spikingjelly (jax: not yet, see ``bench_models.FRAMEWORKS``).
+Models: mlp, conv. Data: the four idx files of ``--data DIR`` (default: Debian's
+``dataset-fashion-mnist``), or ``--dataset digits`` (scikit-learn's 8x8 digits).
+torch runs on one thread (DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from idx_data import FASHION_MNIST_DIR, MissingData
+
+GET_DATA = (
+    "To get Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs "
+    f"{FASHION_MNIST_DIR}), or `--data DIR` with a directory holding train-images-idx3-ubyte, "
+    "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (optionally .gz), "
+    "or `--dataset digits` for scikit-learn's 8x8 digits (a quick check, not the benchmark)."
+)
+
+
+def _csv(kind: str, allowed: Sequence[str], cast: Any = str) -> Any:
+    """An argparse type: a comma-separated list whose items must be in ``allowed``."""
+
+    def parse(text: str) -> list[Any]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if items == ["all"] and allowed:
+            return list(allowed)
+        values = []
+        for item in items:
+            if allowed and item not in allowed:
+                raise argparse.ArgumentTypeError(f"unknown {kind} {item!r}; choose from {', '.join(allowed)}")
+            try:
+                values.append(cast(item))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"bad {kind} {item!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"no {kind} given")
+        return values
+
+    return parse
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, default=FASHION_MNIST_DIR, help="directory of the four idx files"
+    )
+    parser.add_argument(
+        "--dataset", choices=["idx", "digits"], default="idx",
+        help="'digits': scikit-learn's 8x8 digits instead (only when asked: a quick check)",
+    )  # fmt: skip
+    parser.add_argument("--train-size", type=int, default=None, help="fixed training subset (default: all)")
+    parser.add_argument("--test-size", type=int, default=None, help="fixed test subset (default: all)")
+    parser.add_argument(
+        "--curve-test-size", type=int, default=None,
+        help="test examples behind each per-epoch curve point (default: all; the final accuracy "
+        "always uses the whole test set)",
+    )  # fmt: skip
+
+
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam, cosine schedule over the epochs")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden units of the MLP")
+    parser.add_argument("--steps", type=int, default=4, help="time steps T")
+    parser.add_argument(
+        "--loss", choices=["rate", "mean"], default="rate",
+        help="'rate': cross-entropy at every step, averaged (default); 'mean': of the time-mean output",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest timing here)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
+    from bench_models import FRAMEWORKS, MODELS
+    from bench_train import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="sadp_bench.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{main,run,probe,report}")
+
+    main = commands.add_parser("main", help="the main job: full data vs SADP r=0.3 on Fashion-MNIST")
+    _add_data_options(main)
+    _add_training_options(main, epochs=8)
+    main.add_argument("--framework", choices=FRAMEWORKS, default="snntorch")
+    main.add_argument("--model", choices=MODELS, default="mlp")
+    main.add_argument("--prune-ratio", type=_ratio, default=0.3)
+    main.add_argument("--seed", type=int, default=0)
+    main.add_argument("--out", type=Path, default=Path("results/main"))
+
+    run = commands.add_parser("run", help="the grid of methods, ratios, seeds, models and frameworks")
+    _add_data_options(run)
+    _add_training_options(run, epochs=8)
+    run.add_argument("--frameworks", type=_csv("framework", FRAMEWORKS), default=list(FRAMEWORKS))
+    run.add_argument("--models", type=_csv("model", MODELS), default=list(MODELS))
+    pruned = [m for m in METHODS if m != "full"]
+    run.add_argument(
+        "--methods", type=_csv("method", pruned), default=pruned,
+        help=f"comma-separated, or 'all' ({', '.join(pruned)}); the full-data run is always included",
+    )  # fmt: skip
+    run.add_argument(
+        "--conv-methods", type=_csv("method", pruned), default=None,
+        help="methods for the conv model (default: --methods; the oracle is MLP only)",
+    )  # fmt: skip
+    run.add_argument("--ratios", type=_csv("pruning ratio", [], _ratio), default=[0.3, 0.5, 0.7])
+    run.add_argument("--seeds", type=_csv("seed", [], int), default=[0, 1, 2])
+    run.add_argument("--out", type=Path, default=Path("results/bench"))
+
+    probe = commands.add_parser("probe", help="gradient-variance probe and bound quality on a checkpoint")
+    _add_data_options(probe)
+    _add_training_options(probe, epochs=3)
+    probe.add_argument("--frameworks", type=_csv("framework", FRAMEWORKS), default=list(FRAMEWORKS))
+    probe.add_argument("--models", type=_csv("model", MODELS), default=list(MODELS))
+    probe.add_argument("--subset", type=int, default=2000, help="training examples the probes use")
+    probe.add_argument("--draws", type=int, default=30, help="plans drawn per method (at least 20)")
+    probe.add_argument("--ratio", type=_ratio, default=0.5)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--out", type=Path, default=Path("results/bench"))
+
+    report = commands.add_parser("report", help="merge results and write docs/benchmarks.md and plots")
+    report.add_argument(
+        "--inputs", type=Path, nargs="+", default=[Path("docs/benchmarks")],
+        help="directories holding results.json / meta.json / probes.json",
+    )  # fmt: skip
+    report.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="merged JSON and plots")
+    report.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"))
+    return parser
+
+
+def machine() -> dict[str, Any]:
+    """Where and with what the figures were measured."""
+    versions = {}
+    for package in ("sadp-core", "torch", "snntorch", "spikingjelly", "numpy", "jax"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    processor = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "processor": processor,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from bench_models import load_data
+
+    return load_data(args.dataset, args.data, args.train_size, args.test_size)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from bench_train import Settings
+
+    return Settings(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
+        steps=args.steps, loss=args.loss, curve_test_size=args.curve_test_size,
+    )  # fmt: skip
+
+
+def _import_frameworks(frameworks: Sequence[str]) -> None:
+    """Import the frameworks first: ``sadp_core.attach`` only looks at imported ones."""
+    import importlib
+
+    for name in frameworks:
+        importlib.import_module("spikingjelly.activation_based" if name == "spikingjelly" else name)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1))
+
+
+def command_main(args: argparse.Namespace) -> int:
+    """Full data, then SADP at ``--prune-ratio`` (interleaved by epoch); table, JSON, plot."""
+    from bench_report import main_table, plot_main
+    from bench_train import RunSpec, run_comparison
+    from tqdm import tqdm
+
+    data = _load(args)
+    _import_frameworks([args.framework])
+    specs = [
+        RunSpec(args.framework, args.model, "full", 0.0, args.seed),
+        RunSpec(args.framework, args.model, "sadp", args.prune_ratio, args.seed),
+    ]
+    print(
+        f"{data.name}: {len(data.train_y)} training and {len(data.test_y)} test examples; "
+        f"{args.framework} {args.model}, T={args.steps}, {args.epochs} epochs, full data and SADP "
+        f"r={args.prune_ratio}, epochs interleaved (one thread)"
+    )
+    records = run_comparison(specs, data, _settings(args), progress=True, log=tqdm.write)
+    print(main_table(records))
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_json(
+        args.out / "results.json",
+        {"command": " ".join(sys.argv), "settings": _jsonable(vars(args)), "machine": machine(),
+         "dataset": data.name, "runs": records},
+    )  # fmt: skip
+    plot_main(records, args.out / "accuracy_vs_time.png", title=f"{data.name}, {args.framework} {args.model}")
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'accuracy_vs_time.png'}")
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """The grid, one comparison (framework, model, seed) at a time; JSON after each."""
+    from bench_train import RunSpec, run_comparison, supported
+
+    data = _load(args)
+    _import_frameworks(args.frameworks)
+    settings = _settings(args)
+    records: list[dict[str, Any]] = []
+    meta = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine(),
+        "dataset": data.name,
+        "settings": _jsonable(vars(args)),
+    }
+    for model in args.models:
+        methods = args.conv_methods if model == "conv" and args.conv_methods else args.methods
+        skipped = [m for m in methods if not supported(model, m)]
+        if skipped:
+            print(
+                f"note: {', '.join(skipped)} not run on the {model} model (exact score: Linear layers only)"
+            )
+        for framework in args.frameworks:
+            for seed in args.seeds:
+                specs = [RunSpec(framework, model, "full", 0.0, seed)] + [
+                    RunSpec(framework, model, method, ratio, seed)
+                    for method in methods
+                    if supported(model, method)
+                    for ratio in args.ratios
+                ]
+                records += run_comparison(specs, data, settings, progress=False)
+                _write_json(args.out / "results.json", records)
+                _write_json(args.out / "meta.json", meta)
+    print(f"wrote {len(records)} records to {args.out / 'results.json'}")
+    return 0
+
+
+def command_probe(args: argparse.Namespace) -> int:
+    """Gradient-variance probe and bound quality for each (framework, model)."""
+    from bench_probes import probe
+
+    if args.draws < 20:
+        raise SystemExit("error: --draws must be at least 20")
+    data = _load(args)
+    _import_frameworks(args.frameworks)
+    results = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine(),
+        "dataset": data.name,
+        "settings": _jsonable(vars(args)),
+        "variance": [],
+        "bound": [],
+    }
+    for model in args.models:
+        for framework in args.frameworks:
+            variance, bound = probe(
+                framework, model, data, _settings(args), subset=args.subset, draws=args.draws,
+                ratio=args.ratio, seed=args.seed,
+            )  # fmt: skip
+            results["variance"] += variance
+            results["bound"] += bound
+            _write_json(args.out / "probes.json", results)
+    print(f"wrote {args.out / 'probes.json'}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """Merge the inputs into ``--out`` and write the Markdown report and plots."""
+    from bench_report import write_report
+
+    write_report(args.inputs, args.out, args.markdown)
+    print(f"wrote {args.markdown} and the plots in {args.out}")
+    return 0
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one subcommand; 2 on bad input or missing data."""
+    args = build_parser().parse_args(argv)
+    if args.command != "report":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        for name in ("train_size", "test_size", "curve_test_size", "epochs", "batch_size", "steps"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                print(f"error: --{name.replace('_', '-')} must be at least 1, got {value}", file=sys.stderr)
+                return 2
+    commands = {"main": command_main, "run": command_run, "probe": command_probe, "report": command_report}
+    try:
+        return commands[args.command](args)
+    except MissingData as error:
+        print(f"error: {error}\n{GET_DATA}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        print(
+            f"error: {error}. The benchmark needs torch, snntorch, spikingjelly, tqdm and matplotlib "
+            '(pip install "sadp-core[snntorch,spikingjelly,bench]" matplotlib torch==2.13.0)',
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

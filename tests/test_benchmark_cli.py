@@ -1,0 +1,95 @@
+"""Smoke test of the SNN benchmark CLI (``benchmarks/sadp_bench.py``) on scikit-learn's digits.
+
+End to end, as a user runs it: every method on both frameworks and both models, one seed,
+two epochs (a warm-up epoch and one pruned epoch, so that each method's selection runs),
+then the report; checks the records' fields and that the plots exist. Collected where
+snnTorch and SpikingJelly are both under test (``nox -s bench_cli``). Benchmark figures
+themselves are not asserted: they are measured, not tested.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "benchmarks" / "sadp_bench.py"
+METHODS = ("full", "random", "infobatch", "ucb", "eps_greedy", "loss", "sadp", "sadp_all", "oracle")
+FIELDS = (
+    "framework", "model", "method", "prune_ratio", "seed", "test_accuracy", "train_wall_s",
+    "processed_fraction", "theoretical_speedup", "speedup", "curve",
+)  # fmt: skip
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    done = cli(
+        "run", "--dataset", "digits", "--epochs", "2", "--seeds", "0", "--ratios", "0.5",
+        "--methods", "all", "--out", str(out / "run"), cwd=out,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
+    records = json.loads((grid / "run" / "results.json").read_text())
+    assert isinstance(records, list)
+    runs = {(r["framework"], r["model"], r["method"]) for r in records}
+    for framework in ("snntorch", "spikingjelly"):
+        assert {m for f, model, m in runs if (f, model) == (framework, "mlp")} == set(METHODS)
+        assert {m for f, model, m in runs if (f, model) == (framework, "conv")} == set(METHODS) - {"oracle"}
+    for record in records:
+        assert all(field in record for field in FIELDS), sorted(record)
+        assert 0 <= record["test_accuracy"] <= 1
+        assert record["train_wall_s"] > 0 and record["speedup"] > 0
+        assert len(record["curve"]) == 2
+        pruned = record["method"] != "full"
+        assert record["prune_ratio"] == (0.5 if pruned else 0.0)
+        if record["method"] in ("full", "infobatch"):
+            assert record["processed_fraction"] >= 0.75 - 1e-9
+        else:  # a warm-up epoch on all 1437 examples, then K = round(0.5 * 1437)
+            assert record["processed_fraction"] == pytest.approx((1437 + 718) / (2 * 1437))
+        assert record["theoretical_speedup"] == pytest.approx(1 / record["processed_fraction"])
+    meta = json.loads((grid / "run" / "meta.json").read_text())
+    assert meta["machine"]["versions"]["torch"]
+
+
+def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
+    done = cli(
+        "report", "--inputs", str(grid / "run"), "--out", str(grid / "report"),
+        "--markdown", str(grid / "report.md"), cwd=grid,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
+        assert (grid / "report" / name).stat().st_size > 1000
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 34
+    text = (grid / "report.md").read_text()
+    assert "## Targets" in text and "| sadp_all | 0.5 |" in text
+
+
+def test_main_job_on_digits_writes_json_and_plot(tmp_path: Path) -> None:
+    done = cli("main", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path / "main"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "main" / "results.json").read_text())
+    assert [r["method"] for r in result["runs"]] == ["full", "sadp"]
+    assert "achieved/max" in done.stdout
+    assert (tmp_path / "main" / "accuracy_vs_time.png").stat().st_size > 1000
+
+
+def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
+    done = cli("run", "--methods", "sadp,nope", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown method 'nope'" in done.stderr
+    done = cli("main", "--data", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "apt-get install dataset-fashion-mnist" in done.stderr and "--dataset digits" in done.stderr
