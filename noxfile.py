@@ -13,7 +13,9 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "docs", "bench", "core", "torch", "jax", "snntorch", "spikingjelly"]
+nox.options.sessions = [
+    "lint", "docs", "bench", "bench_cli", "core", "torch", "jax", "snntorch", "spikingjelly",
+]  # fmt: skip
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
@@ -105,8 +107,15 @@ def demo(session: nox.Session) -> None:
     if not FASHION_MNIST.exists() and shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "dataset-fashion-mnist", external=True)
-    session.install(".", "torch", "tqdm", "matplotlib", "scikit-learn", *TORCH)
+    session.install(".[snntorch,bench]", "matplotlib", "scikit-learn", *TORCH)
     session.run("python", "benchmarks/fashion_mnist.py", *session.posargs)
+
+
+@nox.session
+def bench_cli(session: nox.Session) -> None:
+    """Smoke test of the SNN benchmark CLI (benchmarks/sadp_bench.py) on scikit-learn's digits."""
+    session.install(".[test,snntorch,spikingjelly,bench]", "matplotlib", "scikit-learn", *TORCH)
+    _pytest(session, "numpy", "tests/test_benchmark_cli.py", frameworks="snntorch,spikingjelly")
 
 
 @nox.session
