@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -575,3 +577,18 @@ def test_bound_on_gpu(batch: Any) -> None:
         h.detach()
         truth = nnx_truth(model, spyx_loss, ("layers", 2), x, y)
     check_scores(h.scores, truth, "bound")
+
+
+# -- the documentation's examples -------------------------------------------------------------
+
+
+def test_docs_page_examples_run() -> None:
+    """The Python blocks of docs/jax.md run as they are (the docs session has no JAX)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "jax.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        namespace: dict[str, Any] = {"__name__": "docs_example"}
+        exec(compile(block, "docs/jax.md", "exec"), namespace)
+        h = namespace["h"]
+        assert h.stats.unscored_examples == 0 and h.next_epoch == h.epochs
