@@ -119,6 +119,16 @@ def bench_cli(session: nox.Session) -> None:
 
 
 @nox.session
+def distributed(session: nox.Session) -> None:
+    """DDP with two CPU processes (torchrun, gloo on loopback), snnTorch and SpikingJelly."""
+    session.install(".[test,snntorch,spikingjelly]", "scikit-learn", *TORCH)
+    _pytest(
+        session, "numpy", "tests/test_distributed.py", "--doctest-modules", "--pyargs",
+        "sadp_core.adapters._distributed", frameworks="snntorch,spikingjelly",
+    )  # fmt: skip
+
+
+@nox.session
 def gpu(session: nox.Session) -> None:
     """The adapter tests marked ``gpu`` on a CUDA device (not part of the default sessions)."""
     if not HAS_CUDA:

@@ -32,6 +32,8 @@ from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
 from sadp_core.scores import exact_readout_score
 
+from . import _distributed
+
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
 _TAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -192,6 +194,8 @@ class PlanBatchSampler(Sampler[list[int]]):
 
     It runs in the ``DataLoader``'s main process (workers only receive the index lists),
     so it works with ``num_workers > 0`` and ``pin_memory`` as any batch sampler does.
+    Under an initialised ``torch.distributed`` process group, each rank gets its share of
+    the plan, padded (or, with ``drop_last``, cut) as ``DistributedSampler`` does.
     """
 
     def __init__(self, handle: TorchHandle, batch_size: int, drop_last: bool = False) -> None:
@@ -199,9 +203,16 @@ class PlanBatchSampler(Sampler[list[int]]):
             raise SADPError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.handle, self.batch_size, self.drop_last = handle, batch_size, drop_last
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (as ``DistributedSampler.set_epoch``; optional:
+        without it each pass is the epoch after the last one)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise SADPError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.handle._next_epoch = epoch
+
     def __iter__(self) -> Iterator[list[int]]:
         plan = self.handle._begin_epoch()
-        indices = plan.indices.tolist()
+        indices = _distributed.shard(plan.indices, *_distributed.world(), self.drop_last).tolist()
         stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
         try:
             for start in range(0, stop, self.batch_size):
@@ -211,7 +222,8 @@ class PlanBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         """Batches in the pass under way, or else in the next pass (without drawing its plan)."""
-        size = self.handle._upcoming_size()
+        ranks, _ = _distributed.world()
+        size = _distributed.shard_length(self.handle._upcoming_size(), ranks, self.drop_last)
         return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
 
 
@@ -300,6 +312,8 @@ class TorchHandle(Pruner):
         self._pieces: list[tuple[_Batch, int, torch.Tensor, torch.Tensor]] = []  # see _record_scores
         self._pending_batches = 0  # batches named since the last write
         self._losses: list[tuple[np.ndarray, torch.Tensor]] = []  # loss-based methods: their scores
+        self._outbox: list[tuple[np.ndarray, np.ndarray]] = []  # scores not yet sent to the other ranks
+        self._since_sync = 0  # batches named since the last exchange with the other ranks
 
     # -- data --------------------------------------------------------------------------
 
@@ -369,6 +383,7 @@ class TorchHandle(Pruner):
             self._pending_batches += 1
             if self._pending_batches >= _RECORD_EVERY:
                 self._record_scores()
+            self._count_for_sync()
         return (weight_tensor * losses).mean()
 
     def _planned_weights(self, indices: Any) -> np.ndarray | None:
@@ -437,6 +452,13 @@ class TorchHandle(Pruner):
         self._batch = _Batch(indices, weights, epoch)
         self._batch_generation = self._generation
         self._pending_batches += 1
+        self._count_for_sync()
+
+    def _count_for_sync(self) -> None:
+        """Every 64 batches, all ranks (in step, as under DDP) exchange their scores."""
+        self._since_sync += 1
+        if self._since_sync >= _RECORD_EVERY and _distributed.world()[0] > 1:
+            self.synchronize()
 
     # -- trace bookkeeping (called by the taps) ------------------------------------------
 
@@ -545,7 +567,33 @@ class TorchHandle(Pruner):
         if self._config["replacement"] and np.unique(indices).size < indices.size:  # repeats
             last = indices.size - 1 - np.unique(indices[::-1], return_index=True)[1]  # the latest wins
             indices, values = indices[last], values[last]
-        self._record(indices, values)
+        if _distributed.world()[0] > 1:
+            self._outbox.append(self._checked_scores(indices, values))  # written at the next exchange
+        else:
+            self._record(indices, values)
+
+    def synchronize(self) -> None:
+        """Exchange the scores computed since the last exchange with every other rank.
+
+        Under ``torch.distributed`` each rank scores its own share of the batches; the
+        handle calls this on every rank every 64 batches, before drawing a new plan, and in
+        :meth:`detach`, and every rank then writes everybody's scores in rank order, so the
+        score tables are identical. Call it yourself, on every rank, before rank 0 saves a
+        checkpoint (:meth:`state_dict` never communicates). Without a process group it only
+        writes the scores still waiting.
+        """
+        self._record_scores()
+        self._since_sync = 0
+        if _distributed.world()[0] == 1 and not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, []
+        indices = np.concatenate([index for index, _ in outbox]) if outbox else np.zeros(0, np.int64)
+        values = np.concatenate([value for _, value in outbox]) if outbox else np.zeros(0)
+        received = (
+            _distributed.exchange(indices, values) if _distributed.world()[0] > 1 else [(indices, values)]
+        )
+        for rank_indices, rank_values in received:
+            self._record(self._check_indices(rank_indices), rank_values)
 
     @property
     def scores(self) -> np.ndarray:
@@ -555,7 +603,14 @@ class TorchHandle(Pruner):
         step rather than keeping an older view of it.
         """
         self._record_scores()
-        return super().scores
+        table = super().scores
+        if not self._outbox:
+            return table
+        table = table.copy()  # under torch.distributed: with this rank's scores not yet exchanged
+        for indices, values in self._outbox:
+            table[indices] = values
+        table.flags.writeable = False
+        return table
 
     @property
     def stats(self) -> PrunerStats:
@@ -563,12 +618,21 @@ class TorchHandle(Pruner):
         return super().stats
 
     def plan(self, epoch: int) -> Plan:
-        self._record_scores()
+        """The plan of ``epoch`` (see :meth:`sadp_core.Pruner.plan`); under ``torch.distributed``
+        the ranks exchange their scores before a new plan is drawn, so all draw the same."""
+        drawn = self._plan
+        if (drawn is None or drawn.epoch != epoch) and _distributed.world()[0] > 1:
+            self.synchronize()
+        else:
+            self._record_scores()
         return super().plan(epoch)
 
     def update(self, indices: Any, scores: Any) -> None:
         self._record_scores()
-        super().update(indices, scores)
+        if _distributed.world()[0] > 1:
+            self._outbox.append(self._checked_scores(self._check_indices(indices), scores))
+        else:
+            super().update(indices, scores)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -624,8 +688,11 @@ class TorchHandle(Pruner):
     # -- life cycle --------------------------------------------------------------------
 
     def detach(self) -> None:
-        """Remove every hook; the model is as it was before ``attach``."""
-        self._record_scores()
+        """Remove every hook; the model is as it was before ``attach``.
+
+        Under ``torch.distributed`` call it on every rank: the ranks exchange their last scores.
+        """
+        self.synchronize()
         for hook in [*self._hooks, *self._checks.hooks]:
             hook.remove()
         self._hooks.clear()
@@ -644,6 +711,13 @@ class TorchHandle(Pruner):
         round-trip it with a model checkpoint.
         """
         self._record_scores()
+        if self._outbox:
+            warnings.warn(
+                "scores computed on this rank since the last exchange are not in this state_dict; "
+                "call h.synchronize() on every rank before saving a checkpoint",
+                SADPWarning,
+                stacklevel=2,
+            )
         state = _arrays_to_tensors(super().state_dict())
         state["torch"] = {"next_epoch": self._next_epoch, "scope": self.scope, "readout": self.readout_name}
         return state

@@ -116,7 +116,10 @@ def _frameworks_under_test() -> set[str]:
 
 
 # Test files that need several frameworks at once: collected only where all are under test.
-MULTI_FRAMEWORK_TESTS = {"test_benchmark_cli.py": ("snntorch", "spikingjelly")}
+MULTI_FRAMEWORK_TESTS = {
+    "test_benchmark_cli.py": ("snntorch", "spikingjelly"),
+    "test_distributed.py": ("snntorch", "spikingjelly"),
+}
 _UNDER_TEST = _frameworks_under_test()
 collect_ignore = [path for name, path in FRAMEWORK_TESTS.items() if name not in _UNDER_TEST] + [
     path for path, needs in MULTI_FRAMEWORK_TESTS.items() if not set(needs) <= _UNDER_TEST
