@@ -15,6 +15,7 @@ import nox
 
 nox.options.sessions = [
     "lint", "docs", "bench", "bench_cli", "core", "torch", "jax", "snntorch", "spikingjelly",
+    "distributed",
 ]  # fmt: skip
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
