@@ -313,6 +313,7 @@ class TorchHandle(Pruner):
         self._pending_batches = 0  # batches named since the last write
         self._losses: list[tuple[np.ndarray, torch.Tensor]] = []  # loss-based methods: their scores
         self._outbox: list[tuple[np.ndarray, np.ndarray]] = []  # scores not yet sent to the other ranks
+        self._slots: tuple[Any, torch.Tensor, Any] | None = None  # see _bound_sums
         self._since_sync = 0  # batches named since the last exchange with the other ranks
 
     # -- data --------------------------------------------------------------------------
@@ -519,30 +520,46 @@ class TorchHandle(Pruner):
         each (batch, example, layer) has a slot, and one ``index_add`` sums the rows' terms.
         """
         layers = len(self._taps)
-        sizes = np.array([batch.indices.shape[0] for batch in batches])
-        first_slot = dict(zip(map(id, batches), np.cumsum(sizes) - sizes, strict=True))
-        spikes = torch.cat([kept.reshape(-1) for _, _, kept, _ in pieces]).cpu()
-        errors = torch.cat([error.reshape(-1) for _, _, _, error in pieces]).cpu()
-        rows = np.array([error.numel() for _, _, _, error in pieces])
-        piece_of_row = np.repeat(np.arange(len(pieces)), rows)
-        batch_size = np.array([batch.indices.shape[0] for batch, *_ in pieces])[piece_of_row]
-        first = np.array([first_slot[id(batch)] for batch, *_ in pieces])[piece_of_row]
-        layer = np.array([index for _, index, *_ in pieces])[piece_of_row]
+        sizes = [batch.indices.shape[0] for batch in batches]
+        ordinal = {id(batch): number for number, batch in enumerate(batches)}
+        # (rows, batch number, layer) of every piece: the same from one group of batches to
+        # the next in a steady training loop, so the slot of every row is computed once
+        layout = tuple((error.numel(), ordinal[id(batch)], layer) for batch, layer, _, error in pieces)
+        key = (layout, tuple(sizes), layers)
+        if self._slots is None or self._slots[0] != key:
+            self._slots = (key, *self._slot_index(layout, sizes, layers))
+        _, slot, bias_rows = self._slots
+        spikes = torch.cat([kept if kept.ndim == 1 else kept.reshape(-1) for _, _, kept, _ in pieces])
+        errors = torch.cat([error if error.ndim == 1 else error.reshape(-1) for _, _, _, error in pieces])
+        spikes, errors = spikes.cpu(), errors.cpu()
+        if bias_rows is None:  # the terms ||e_t|| sqrt(||s_t||^2 + bias), in place
+            spikes.square_().add_(1.0).sqrt_()
+        elif bias_rows is not False:
+            spikes.square_().add_(bias_rows).sqrt_()
+        sums = torch.zeros(sum(sizes) * layers, dtype=torch.float32)
+        sums.index_add_(0, slot, errors.mul_(spikes))
+        table = sums.numpy().astype(np.float64).reshape(-1, layers)
+        starts = np.cumsum(sizes) - sizes
+        return [table[start : start + size] for start, size in zip(starts, sizes, strict=True)]
+
+    def _slot_index(
+        self, layout: tuple[tuple[int, int, int], ...], sizes: list[int], layers: int
+    ) -> tuple[torch.Tensor, Any]:
+        """The slot of every row of the pieces, and the bias term of every row (None: all 1,
+        False: all 0, else a tensor)."""
+        rows, batch, layer = (np.array(column, dtype=np.int64) for column in zip(*layout, strict=True))
+        piece_of_row = np.repeat(np.arange(len(layout)), rows)
+        size = np.array(sizes, dtype=np.int64)
+        first = (np.cumsum(size) - size)[batch]
         row_in_piece = np.arange(rows.sum()) - (np.cumsum(rows) - rows)[piece_of_row]
-        slot = torch.from_numpy((first + row_in_piece % batch_size) * layers + layer)
-        bias = np.array([tap.bias for tap in self._taps])
-        if bias.all():
-            factor = torch.hypot(spikes, torch.ones_like(spikes))
-        elif not bias.any():
-            factor = spikes
-        else:
-            factor = torch.sqrt(spikes.square() + torch.from_numpy(bias[layer].astype(np.float32)))
-        sums = torch.zeros(int(sizes.sum()) * layers, dtype=torch.float64)
-        sums.index_add_(0, slot, (errors * factor).double())
-        table = sums.numpy().reshape(-1, layers)
-        return [
-            table[start : start + size] for start, size in zip(np.cumsum(sizes) - sizes, sizes, strict=True)
+        slots = (first[piece_of_row] + row_in_piece % size[batch][piece_of_row]) * layers + layer[
+            piece_of_row
         ]
+        bias = np.array([tap.bias for tap in self._taps])
+        bias_rows: Any = torch.from_numpy(bias[layer[piece_of_row]].astype(np.float32))
+        if bias.all() or not bias.any():
+            bias_rows = None if bias.all() else False
+        return torch.from_numpy(slots), bias_rows
 
     def _exact_sums(self, pieces: list[Any], batches: list[_Batch]) -> list[np.ndarray]:
         """Per batch, ``[B, layers]`` exact gradient norms of its tapped Linear layers."""

@@ -395,6 +395,27 @@ def test_scope_all_bounds_all_layer_norm(case: Case) -> None:
     assert_bound(scores, true_norms(case, reference, x[idx], y[idx], layers))
 
 
+def test_scope_all_with_and_without_bias() -> None:
+    """scope="all" over a hidden Linear without bias and a readout with one: each layer's
+    bound has its own bias term, and together they bound the whole gradient norm."""
+    case = EXPLICIT
+    net = build(case)
+    net.fc1.bias = None  # the hidden layer has no bias, the readout has one
+    reference = copy.deepcopy(net)
+    generator = torch.Generator().manual_seed(0)
+    x, y = case.inputs(generator), torch.randint(0, CLASSES, (N,), generator=generator)
+    exact_net = copy.deepcopy(net)
+    h = sadp_core.attach(net, num_examples=N, epochs=4, scope="all")
+    idx = first_batch(h)
+    scores = scored_step(h, case, net, x, y, idx)
+    truth = true_norms(case, reference, x[idx], y[idx], ["fc1", "fc2"])
+    assert_bound(scores, truth)
+    exact = sadp_core.attach(exact_net, num_examples=N, epochs=4, scope="all", score="exact")
+    np.testing.assert_allclose(
+        scored_step(exact, case, exact_net, x, y, first_batch(exact)), truth, rtol=1e-4
+    )
+
+
 def test_conv_layer_as_readout() -> None:
     """A Conv2d passed as ``readout=`` (a module): the convolution bound holds."""
     case = CASES[CASE_IDS.index("conv")]
