@@ -51,9 +51,15 @@ def torch(session: nox.Session) -> None:
 
 @nox.session
 def jax(session: nox.Session) -> None:
-    """Core tests on jax arrays (jax on CPU, 64-bit enabled by the tests where needed)."""
-    session.install(".[test]", "jax")
+    """Core tests on jax arrays (jax on CPU, 64-bit enabled by the tests where needed), then the
+    JAX adapter and its doctests on real spyx, flax NNX and equinox models (a second run, in
+    32-bit mode as users run it)."""
+    session.install(".[test,jax,spyx]", "equinox", "scikit-learn")
     _pytest(session, "jax", "tests", "-m", "not gpu")
+    _pytest(
+        session, "numpy", "tests/test_jax_adapter.py", "--doctest-modules",
+        "--pyargs", "sadp_core.adapters.jax", "-m", "not gpu", frameworks="jax",
+    )  # fmt: skip
 
 
 def _adapter_session(session: nox.Session, framework: str) -> None:

@@ -195,7 +195,6 @@ class _Slot:
 
     bias: bool
     u: jax.Array | None = None
-    calls: int = 0
 
 
 def _tapping_class(original: type, slot: _Slot) -> type:
@@ -205,7 +204,6 @@ def _tapping_class(original: type, slot: _Slot) -> type:
         output = call(self, inputs, *args, **kwargs)
         if slot.u is None:
             return output
-        slot.calls += 1
         return tap(output, inputs, slot.u, bias=slot.bias)
 
     namespace = {"__call__": __call__, "__module__": original.__module__, "_sadp_original": original}
@@ -371,6 +369,8 @@ class JaxHandle(Pruner):
                 "score='exact' with a tap applied by hand needs readout_shape=(C, F): the readout's "
                 "number of outputs C and inputs F"
             )
+        if self.framework == "nnx":
+            _strengthen_weak_types(model, nnx)
         self._next_epoch = 0
         self._pending: list[tuple[np.ndarray, jax.Array]] = []
         self._detached = False
@@ -410,7 +410,6 @@ class JaxHandle(Pruner):
             raise SADPError(
                 f"the readout {name!r} is already tapped by another handle; detach that handle first"
             )
-        _strengthen_weak_types(model, nnx)
         self._slot = _Slot(bias=getattr(module, "bias", None) is not None)
         self._shape = (int(module.out_features), int(module.in_features))
         module.__class__ = _tapping_class(type(module), self._slot)
@@ -497,7 +496,7 @@ class JaxHandle(Pruner):
         token = _TAP_CALLS.set(calls)
         slot = self._slot
         if slot is not None:
-            slot.u, slot.calls = u, 0
+            slot.u = u
         try:
             yield calls
         finally:
