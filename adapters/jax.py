@@ -472,12 +472,12 @@ class JaxHandle(Pruner):
         if self.framework == "nnx":
             nnx = _nnx()
             step = self._nnx_step(loss_fn, nnx, nnx.Param if wrt is None else wrt)
-            return nnx.jit(step) if jit else step  # type: ignore[no-any-return]
+            return nnx.jit(step) if jit else step
         if wrt is not None:
             raise SADPError("wrt= applies to flax NNX models only")
         if self.framework == "equinox":
             step = self._equinox_step(loss_fn)
-            return _equinox().filter_jit(step) if jit else step  # type: ignore[no-any-return]
+            return _equinox().filter_jit(step) if jit else step
         step = self._pytree_step(loss_fn)
         return jax.jit(step) if jit else step
 
@@ -706,8 +706,8 @@ def _as_types(neurons: tuple[type, ...] | type | None) -> tuple[type, ...]:
     return values
 
 
-def _check_weights(w: Any) -> jax.Array:
-    w = jnp.asarray(w)
+def _check_weights(weights: Any) -> jax.Array:
+    w: jax.Array = jnp.asarray(weights)
     if w.ndim != 1 or not jnp.issubdtype(w.dtype, jnp.floating):
         raise SADPError(
             f"w must be the [B] float weights that h.batches() gave with the indices, got shape "
