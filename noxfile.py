@@ -140,8 +140,8 @@ def gpu(session: nox.Session) -> None:
     """The adapter tests marked ``gpu`` on a CUDA device (not part of the default sessions)."""
     if not HAS_CUDA:
         session.error("no CUDA device here (nvidia-smi not found); run this session on a GPU machine")
-    session.install(".[test,snntorch,spikingjelly]", "scikit-learn")
+    session.install(".[test,snntorch,spikingjelly,spyx]", "jax[cuda12]", "equinox", "scikit-learn")
     _pytest(
-        session, "numpy", "tests/test_snntorch.py", "tests/test_spikingjelly.py", "-m", "gpu",
-        frameworks="snntorch,spikingjelly",
+        session, "numpy", "tests/test_snntorch.py", "tests/test_spikingjelly.py",
+        "tests/test_jax_adapter.py", "-m", "gpu", frameworks="snntorch,spikingjelly,jax",
     )  # fmt: skip
