@@ -158,26 +158,50 @@ def interpolate(points: list[tuple[float, float]], share: float) -> float | None
 
 
 def equal_share_rows(summary: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
-    """SADP variants against the baselines' accuracy-vs-share curves at SADP's share."""
+    """Each SADP variant against each baseline at the share the baseline processed at each r.
+
+    The variant's accuracy at that share is read off its own accuracy-vs-share line (its
+    measured ratios and the full run, linear in between); None outside that range. Random
+    processes exactly what SADP does at the same r, so there the two are measured side by side.
+    """
     rows = []
-    for framework, model, method, ratio in sorted(summary):
-        if method not in SADP_METHODS:
+    for framework, model, baseline, ratio in sorted(summary):
+        if baseline not in BASELINES:
             continue
-        mine = summary[(framework, model, method, ratio)]
-        row = {"framework": framework, "model": model, "method": method, "prune_ratio": ratio,
-               "share": mine["processed_fraction"], "accuracy": mine["test_accuracy"]}  # fmt: skip
-        for baseline in BASELINES:
+        other = summary[(framework, model, baseline, ratio)]
+        for method in SADP_METHODS:
             points = [
                 (v["processed_fraction"], v["test_accuracy"])
                 for (f, m, b, _), v in summary.items()
-                if (f, m) == (framework, model) and b in (baseline, "full")
+                if (f, m) == (framework, model) and b in (method, "full")
             ]
-            row[baseline] = interpolate(points, mine["processed_fraction"])
-        rows.append(row)
+            if len(points) < 2:
+                continue
+            share = other["processed_fraction"]
+            rows.append(
+                {"framework": framework, "model": model, "method": method, "baseline": baseline,
+                 "prune_ratio": ratio, "share": share, "baseline_accuracy": other["test_accuracy"],
+                 "baseline_std": other["test_accuracy_std"], "accuracy": interpolate(points, share)}
+            )  # fmt: skip
     return rows
 
 
 # -- plots ---------------------------------------------------------------------------------
+
+
+def _color(method: str) -> str:
+    """The same colour for a method in every panel."""
+    return "black" if method == "full" else f"C{METHOD_ORDER.index(method) - 1}"
+
+
+def _grid(plt: Any, panels: int) -> tuple[Any, list[Any]]:
+    columns = min(2, panels)
+    rows = -(-panels // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for axis in flat[panels:]:
+        axis.set_visible(False)
+    return figure, flat[:panels]
 
 
 def _pairs(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -188,8 +212,8 @@ def plot_accuracy_vs_time(records: list[dict[str, Any]], path: Path) -> None:
     """Per (framework, model): seed-0 curves of the full run and every method at the middle ratio."""
     plt = _pyplot()
     pairs = _pairs(records)
-    figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
-    for axis, (framework, model) in zip(axes[0], pairs, strict=True):
+    figure, axes = _grid(plt, len(pairs))
+    for axis, (framework, model) in zip(axes, pairs, strict=True):
         mine = [r for r in records if (r["framework"], r["model"]) == (framework, model)]
         seed = min(r["seed"] for r in mine)
         ratios = sorted({r["prune_ratio"] for r in mine if r["method"] != "full"})
@@ -198,7 +222,7 @@ def plot_accuracy_vs_time(records: list[dict[str, Any]], path: Path) -> None:
             if r["seed"] != seed or (r["method"] != "full" and r["prune_ratio"] != middle):
                 continue
             label = "full" if r["method"] == "full" else r["method"]
-            style = {"color": "black", "linewidth": 2} if r["method"] == "full" else {}
+            style = {"color": _color(r["method"]), "linewidth": 2 if r["method"] == "full" else 1}
             axis.plot([p["wall_s"] for p in r["curve"]], [100 * p["test_accuracy"] for p in r["curve"]],
                       marker=".", label=label, **style)  # fmt: skip
         axis.set_title(f"{framework} {model}, r={middle:g}, seed {seed}", fontsize=9)
@@ -215,8 +239,8 @@ def plot_accuracy_vs_share(summary: dict[Key, dict[str, Any]], path: Path) -> No
     """Per (framework, model): mean accuracy (± std over seeds) against share processed, per method."""
     plt = _pyplot()
     pairs = sorted({(k[0], k[1]) for k in summary}, key=lambda p: (p[1] != "mlp", p[0]))
-    figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
-    for axis, (framework, model) in zip(axes[0], pairs, strict=True):
+    figure, axes = _grid(plt, len(pairs))
+    for axis, (framework, model) in zip(axes, pairs, strict=True):
         for method in METHOD_ORDER:
             keys = sorted(k for k in summary if k[:3] == (framework, model, method))
             if not keys:
@@ -229,7 +253,7 @@ def plot_accuracy_vs_share(summary: dict[Key, dict[str, Any]], path: Path) -> No
                     xs, ys, yerr=errors, marker="*", markersize=12, color="black", label="full", linestyle=""
                 )
             else:
-                axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=2, label=method)
+                axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=2, label=method, color=_color(method))
         axis.set_title(f"{framework} {model}", fontsize=9)
         axis.set_xlabel("share of examples processed")
         axis.set_ylabel("test accuracy (%)")
@@ -253,7 +277,7 @@ def _configuration(metas: list[dict[str, Any]], records: list[dict[str, Any]]) -
             meta.get("command", "?"),
             "```",
             "",
-            f"- measured {machine.get('date', '?')} on {machine.get('processor', '?')} "
+            f"- started {machine.get('date', '?')} on {machine.get('processor', '?')} "
             f"({machine.get('cpus', '?')} CPUs, shared with other jobs), Python {machine.get('python', '?')}",
             f"- versions: {versions}",
             f"- data: {meta.get('dataset', '?')}",
@@ -283,8 +307,8 @@ def _results_tables(summary: dict[Key, dict[str, Any]]) -> list[str]:
             f"### {framework}, {model}",
             "",
             "| method | r | seeds | share processed | test accuracy (%) | Δ vs full (points) | "
-            "train wall (s) | speedup | max speedup | achieved/max |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "train wall (s) | speedup | max speedup | achieved/max | CPU-time speedup / max |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         order = {m: i for i, m in enumerate(METHOD_ORDER)}
         keys = sorted(
@@ -297,47 +321,57 @@ def _results_tables(summary: dict[Key, dict[str, Any]]) -> list[str]:
                 f"| {key[2]} | {key[3]:g} | {v['n']} | {v['processed_fraction']:.3f} | "
                 f"{_pm(v['test_accuracy'], v['test_accuracy_std'], 100)} | {delta:+.2f} | "
                 f"{v['train_wall_s']:.1f} | {_pm(v['speedup'], v['speedup_std'])} | "
-                f"{v['theoretical_speedup']:.2f} | {_pm(v['speedup_over_max'], v['speedup_over_max_std'])} |"
+                f"{v['theoretical_speedup']:.2f} | {_pm(v['speedup_over_max'], v['speedup_over_max_std'])} | "
+                f"{v['speedup_cpu'] / v['theoretical_speedup']:.2f} |"
             )
         lines.append("")
     return lines
 
 
 def _targets(
-    summary: dict[Key, dict[str, Any]], rows: list[dict[str, Any]], probes: dict[str, Any]
+    summary: dict[Key, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    probes: dict[str, Any],
+    side: dict[str, dict[Key, dict[str, Any]]],
 ) -> list[str]:
     lines = ["| target | framework, model | measured | met? |", "|---|---|---|---|"]
-    for (framework, model, method, ratio), v in sorted(summary.items()):
-        if method != "sadp" or abs(ratio - 0.3) > 1e-9:
-            continue
-        full = summary.get((framework, model, "full", 0.0))
-        if full:
+    for name, table in [("", summary), *sorted(side.items())]:
+        for (framework, model, method, ratio), v in sorted(table.items()):
+            full = table.get((framework, model, "full", 0.0))
+            if method != "sadp" or abs(ratio - 0.3) > 1e-9 or not full:
+                continue
             delta = 100 * (v["test_accuracy"] - full["test_accuracy"])
+            where = f" (investigation `{name}`)" if name else ""
             lines.append(
-                f"| SADP r=0.3 accuracy within 0.3 points of full | {framework}, {model} | "
-                f"{delta:+.2f} points | {'yes' if delta >= -0.3 else 'no'} |"
+                f"| SADP r=0.3 accuracy within 0.3 points of full{where} | {framework}, {model} | "
+                f"{delta:+.2f} points ({v['n']} seeds) | {'yes' if delta >= -0.3 else 'no'} |"
             )
-        lines.append(
-            f"| SADP r=0.3 speedup >= 95% of max | {framework}, {model} | "
-            f"{100 * v['speedup_over_max']:.0f}% | {'yes' if v['speedup_over_max'] >= 0.95 else 'no'} |"
-        )
+    for name, table in [("", summary), *sorted(side.items())]:
+        for (framework, model, method, ratio), v in sorted(table.items()):
+            if method != "sadp" or abs(ratio - 0.3) > 1e-9 or np.isnan(v["speedup_over_max"]):
+                continue
+            where = f" (investigation `{name}`)" if name else ""
+            lines.append(
+                f"| SADP r=0.3 speedup >= 95% of max{where} | {framework}, {model} | "
+                f"{100 * v['speedup_over_max']:.0f}% ± {100 * v['speedup_over_max_std']:.0f}% wall clock "
+                f"({100 * v['speedup_cpu'] / v['theoretical_speedup']:.0f}% in CPU time) | "
+                f"{'yes' if v['speedup_over_max'] >= 0.95 else 'no'} |"
+            )
     for row in rows:
         if row["method"] != "sadp" or row["prune_ratio"] not in (0.5, 0.7):
             continue
-        for baseline in BASELINES:
-            other = row[baseline]
-            if other is None:
-                verdict, measured = (
-                    "n/a",
-                    f"SADP share {row['share']:.3f} is outside {baseline}'s measured range",
-                )
-            else:
-                gap = 100 * (row["accuracy"] - other)
-                verdict, measured = ("yes" if gap >= 0 else "no"), f"{gap:+.2f} points"
-            lines.append(
-                f"| SADP r={row['prune_ratio']:g} accuracy >= {baseline} at equal share | "
-                f"{row['framework']}, {row['model']} | {measured} | {verdict} |"
+        if row["accuracy"] is None:
+            verdict, measured = "n/a", f"share {row['share']:.3f} is outside SADP's measured range"
+        else:
+            gap = 100 * (row["accuracy"] - row["baseline_accuracy"])
+            verdict, measured = (
+                ("yes" if gap >= 0 else "no"),
+                f"{gap:+.2f} points at share {row['share']:.3f}",
             )
+        lines.append(
+            f"| SADP accuracy >= {row['baseline']} r={row['prune_ratio']:g} at equal share | "
+            f"{row['framework']}, {row['model']} | {measured} | {verdict} |"
+        )
     fresh = {
         (v["framework"], v["model"], v["method"]): v for v in probes["variance"] if v["scores"] == "fresh"
     }
@@ -402,6 +436,36 @@ def _probe_tables(probes: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _investigations(directories: list[Path], out: Path) -> list[str]:
+    """One table of the side runs in ``out/investigations/*`` (each against its own full run)."""
+    if not directories:
+        return []
+    lines = [
+        "## Investigations",
+        "",
+        "Side runs that vary one setting, each with its own full-data runs (same seeds), stored "
+        f"in `{out.as_posix()}/investigations/<name>/`. Δ is against that directory's full run.",
+        "",
+        "| investigation | framework, model | method | r | seeds | share | test accuracy (%) | "
+        "Δ vs full (points) | CPU-time speedup / max |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for directory in directories:
+        records, metas, _ = merge([directory])
+        summary = aggregate(records)
+        for key, v in sorted(summary.items(), key=lambda item: (item[0][3], item[0][2])):
+            full = summary.get((key[0], key[1], "full", 0.0))
+            delta = 100 * (v["test_accuracy"] - full["test_accuracy"]) if full else float("nan")
+            lines.append(
+                f"| {directory.name} | {key[0]}, {key[1]} | {key[2]} | {key[3]:g} | {v['n']} | "
+                f"{v['processed_fraction']:.3f} | {_pm(v['test_accuracy'], v['test_accuracy_std'], 100)} | "
+                f"{delta:+.2f} | {v['speedup_cpu'] / v['theoretical_speedup']:.2f} |"
+            )
+        commands += [f"# {directory.name}", *[m.get("command", "?") for m in metas]]
+    return [*lines, "", "```console", *commands, "```", ""]
+
+
 def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
     """Merge ``inputs`` into ``out`` (JSON and plots) and write ``markdown``."""
     records, metas, probes = merge(inputs)
@@ -417,6 +481,8 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
     plot_accuracy_vs_time(records, out / "accuracy_vs_time.png")
     plot_accuracy_vs_share(summary, out / "accuracy_vs_share.png")
     images = Path(os.path.relpath(out.resolve(), markdown.parent.resolve()))
+    investigations = sorted(p.parent for p in (out / "investigations").glob("*/results.json"))
+    side = {directory.name: aggregate(merge([directory])[0]) for directory in investigations}
     notes = out / "notes.txt"
     lines = [
         "# Benchmarks",
@@ -436,7 +502,7 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
         "",
         "## Targets",
         "",
-        *_targets(summary, rows, probes),
+        *_targets(summary, rows, probes, side),
         "## Results",
         "",
         "Mean ± standard deviation over seeds. *share processed*: examples trained / (epochs x N); "
@@ -451,24 +517,30 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
         "## Equal examples processed",
         "",
         "InfoBatch keeps every example above the mean loss, so at the same nominal r it trains on "
-        "more examples than the others. Here each baseline's accuracy is read off its own "
-        "accuracy-vs-share line (its measured ratios and the full run, linear in between) at the "
-        "share the SADP variant processed; outside the baseline's measured range: n/a.",
+        "more examples than the others. Each row compares a baseline run (at its r) with a SADP "
+        "variant at the same share of examples processed: the variant's accuracy is read off its "
+        "accuracy-vs-share line (its three ratios and the full run, linear in between). Against "
+        "random the shares are equal at the same r, so both are measured. Gap = SADP variant minus "
+        "baseline, in points; the baselines' standard deviation over seeds is given for scale.",
         "",
-        "| framework, model | method | r | share | accuracy (%) | random at that share "
-        "| infobatch at that share |",
-        "|---|---|---|---|---|---|---|",
+        "| framework, model | baseline | r | share | baseline accuracy (%) | method "
+        "| method at that share (%) | gap (points) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        cells = ["n/a" if row[b] is None else f"{100 * row[b]:.2f}" for b in BASELINES]
+        mine = row["accuracy"]
+        at_share = "n/a" if mine is None else f"{100 * mine:.2f}"
+        gap = "n/a" if mine is None else f"{100 * (mine - row['baseline_accuracy']):+.2f}"
         lines.append(
-            f"| {row['framework']}, {row['model']} | {row['method']} | {row['prune_ratio']:g} | "
-            f"{row['share']:.3f} | {100 * row['accuracy']:.2f} | {cells[0]} | {cells[1]} |"
+            f"| {row['framework']}, {row['model']} | {row['baseline']} | {row['prune_ratio']:g} | "
+            f"{row['share']:.3f} | {_pm(row['baseline_accuracy'], row['baseline_std'], 100)} | "
+            f"{row['method']} | {at_share} | {gap} |"
         )
     lines += ["", "## Gradient variance and bound quality", ""]
     if probes["meta"]:
         lines += ["```console", *[m.get("command", "?") for m in probes["meta"]], "```", ""]
     lines += _probe_tables(probes)
+    lines += _investigations(investigations, out)
     if notes.exists():
         lines += ["## Analysis", "", notes.read_text().strip(), ""]
     markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ class Settings:
     loss: str = "rate"
     eval_batch: int = 1000
     curve_test_size: int | None = None  # test examples behind each per-epoch point (None: all)
+    pruner: tuple[tuple[str, Any], ...] = ()  # Pruner options: smoothing, warmup_epochs, anneal_fraction
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=settings.epochs)
         self.handle = sadp_core.attach(
             self.model, num_examples=len(self.data.train_y), prune_ratio=spec.prune_ratio,
-            epochs=settings.epochs, seed=spec.seed, **attach_options(spec.method),
+            epochs=settings.epochs, seed=spec.seed, **attach_options(spec.method), **dict(settings.pruner),
         )  # fmt: skip
         self.sampler = self.handle.batch_sampler(settings.batch_size)
         self.epoch = 0
@@ -167,7 +168,7 @@ class Run:
             "lr": settings.lr,
             "steps": settings.steps,
             "loss": settings.loss,
-            "attach": attach_options(spec.method),
+            "attach": {**attach_options(spec.method), **dict(settings.pruner)},
             "curve": self.curve,
         }
 

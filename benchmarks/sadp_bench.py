@@ -110,6 +110,11 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
         help="'rate': cross-entropy at every step, averaged (default); 'mean': of the time-mean output",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest timing here)")
+    parser.add_argument("--smoothing", type=float, default=None, help="Pruner smoothing (sadp, loss, oracle)")
+    parser.add_argument("--warmup-epochs", type=int, default=None, help="Pruner warm-up epochs (default 1)")
+    parser.add_argument(
+        "--anneal-fraction", type=float, default=None, help="Pruner annealing share of epochs (default 0.125)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +214,10 @@ def _settings(args: argparse.Namespace) -> Any:
     return Settings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
         steps=args.steps, loss=args.loss, curve_test_size=args.curve_test_size,
+        pruner=tuple(
+            (name, getattr(args, name)) for name in ("smoothing", "warmup_epochs", "anneal_fraction")
+            if getattr(args, name) is not None
+        ),
     )  # fmt: skip
 
 
