@@ -45,6 +45,8 @@ from typing import Any
 
 from idx_data import FASHION_MNIST_DIR, MissingData
 
+from sadp_core import SADPError
+
 GET_DATA = (
     "To get Fashion-MNIST: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs "
     f"{FASHION_MNIST_DIR}), or `--data DIR` with a directory holding train-images-idx3-ubyte, "
@@ -123,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench_train import METHODS
 
     parser = argparse.ArgumentParser(
-        prog="sadp_bench.py", description=__doc__.split("\n\n")[0],
+        prog="sadp_bench.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="{main,run,probe,report}")
@@ -357,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"main": command_main, "run": command_run, "probe": command_probe, "report": command_report}
     try:
         return commands[args.command](args)
+    except SADPError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except MissingData as error:
         print(f"error: {error}\n{GET_DATA}", file=sys.stderr)
         return 2
