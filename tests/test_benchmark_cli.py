@@ -1,10 +1,11 @@
 """Smoke test of the SNN benchmark CLI (``benchmarks/sadp_bench.py``) on scikit-learn's digits.
 
 End to end, as a user runs it: every method on both frameworks and both models, one seed,
-two epochs (a warm-up epoch and one pruned epoch, so that each method's selection runs),
-then the report; checks the records' fields and that the plots exist. Collected where
-snnTorch and SpikingJelly are both under test (``nox -s bench_cli``). Benchmark figures
-themselves are not asserted: they are measured, not tested.
+two epochs (a warm-up epoch and one pruned epoch, so that each method's selection runs) in
+batches of 512 (few steps: this checks the plumbing, not the learning), then the report;
+checks the records' fields and that the plots exist. Collected where snnTorch and
+SpikingJelly are both under test (``nox -s bench_cli``). Benchmark figures themselves are
+not asserted: they are measured, not tested.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     done = cli(
         "run", "--dataset", "digits", "--epochs", "2", "--seeds", "0", "--ratios", "0.5",
-        "--methods", "all", "--out", str(out / "run"), cwd=out,
+        "--methods", "all", "--batch-size", "512", "--out", str(out / "run"), cwd=out,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return out
