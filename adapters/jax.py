@@ -177,7 +177,8 @@ def tap(output: jax.Array, inputs: jax.Array, u: jax.Array, *, bias: bool = True
         factor = jnp.sqrt(squared + 1.0) if bias else jnp.sqrt(squared)
         return _bound_tap(output, factor, u)
     if u.shape == (batch, classes, features + 1):
-        ones = jnp.ones((*spikes.shape[:-1], 1), jnp.float32) if bias else jnp.zeros((*spikes.shape[:-1], 1))
+        # *_like keeps the spikes' sharding: under a mesh with explicit axes, concatenate needs it
+        ones = jnp.ones_like(spikes[..., :1]) if bias else jnp.zeros_like(spikes[..., :1])
         return _exact_tap(output, jnp.concatenate([spikes, ones], axis=-1), u)
     raise SADPError(
         f"tap() got u of shape {tuple(u.shape)} for a batch of {batch} examples, {features} inputs and "
@@ -481,11 +482,19 @@ class JaxHandle(Pruner):
         step = self._pytree_step(loss_fn)
         return jax.jit(step) if jit else step
 
-    def _zero_u(self, batch: int) -> jax.Array:
+    def _zero_u(self, w: jax.Array) -> jax.Array:
+        """The zero ``u`` for a batch of weights ``w``, sharded as ``w`` along its batch axis.
+
+        Made from ``w`` rather than from its shape: under a mesh with explicit axes
+        (``jax.make_mesh``'s default) a new ``jnp.zeros((B,))`` would be replicated while
+        the tap's backward returns ``grad_u`` sharded as the batch, a type mismatch that
+        ``custom_vjp`` refuses. Under automatic axes or on one device it changes nothing.
+        """
+        zeros = jnp.zeros_like(w, dtype=jnp.float32)
         if self.score_kind == "exact" and self._shape is not None:
             classes, features = self._shape
-            return jnp.zeros((batch, classes, features + 1), jnp.float32)
-        return jnp.zeros((batch,), jnp.float32)
+            return jnp.broadcast_to(zeros[:, None, None], (w.shape[0], classes, features + 1))
+        return zeros
 
     @contextlib.contextmanager
     def _tracing(self, u: jax.Array | None) -> Iterator[list[int]]:
@@ -550,7 +559,7 @@ class JaxHandle(Pruner):
         def grad_fn(model: Any, x: Any, y: Any, w: Any) -> tuple[tuple[jax.Array, jax.Array], Any]:
             w = _check_weights(w)
             objective = self._objective(loss_fn, x, y, w, with_u)
-            u = self._zero_u(w.shape[0])
+            u = self._zero_u(w)
             if self.expects != "bound":
                 (loss, losses), grads = nnx.value_and_grad(
                     lambda m: objective(m, u), argnums=nnx.DiffState(0, wrt), has_aux=True
@@ -569,7 +578,7 @@ class JaxHandle(Pruner):
         def grad_fn(model: Any, x: Any, y: Any, w: Any) -> tuple[tuple[jax.Array, jax.Array], Any]:
             w = _check_weights(w)
             objective = self._objective(loss_fn, x, y, w, True)
-            u = self._zero_u(w.shape[0])
+            u = self._zero_u(w)
             (loss, losses), (grads, grad_u) = eqx.filter_value_and_grad(
                 lambda pair: objective(*pair), has_aux=True
             )((model, u))
@@ -581,7 +590,7 @@ class JaxHandle(Pruner):
         def grad_fn(params: Any, x: Any, y: Any, w: Any) -> tuple[tuple[jax.Array, jax.Array], Any]:
             w = _check_weights(w)
             objective = self._objective(loss_fn, x, y, w, True)
-            u = self._zero_u(w.shape[0])
+            u = self._zero_u(w)
             (loss, losses), (grads, grad_u) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
                 params, u
             )
