@@ -119,8 +119,14 @@ def _frameworks_under_test() -> set[str]:
 MULTI_FRAMEWORK_TESTS = {
     "test_benchmark_cli.py": ("snntorch", "spikingjelly"),
     "test_distributed.py": ("snntorch", "spikingjelly"),
+    "test_jax_mesh.py": ("jax",),
 }
+# Scripts that the tests above run in subprocesses: never collected (--doctest-modules would
+# import them, and with them torch or jax, in sessions that have neither).
+WORKER_SCRIPTS = ["distributed_worker.py", "jax_mesh_worker.py"]
 _UNDER_TEST = _frameworks_under_test()
-collect_ignore = [path for name, path in FRAMEWORK_TESTS.items() if name not in _UNDER_TEST] + [
-    path for path, needs in MULTI_FRAMEWORK_TESTS.items() if not set(needs) <= _UNDER_TEST
-]
+collect_ignore = (
+    [path for name, path in FRAMEWORK_TESTS.items() if name not in _UNDER_TEST]
+    + [path for path, needs in MULTI_FRAMEWORK_TESTS.items() if not set(needs) <= _UNDER_TEST]
+    + WORKER_SCRIPTS
+)
