@@ -53,11 +53,11 @@ def torch(session: nox.Session) -> None:
 def jax(session: nox.Session) -> None:
     """Core tests on jax arrays (jax on CPU, 64-bit enabled by the tests where needed), then the
     JAX adapter and its doctests on real spyx, flax NNX and equinox models (a second run, in
-    32-bit mode as users run it)."""
+    32-bit mode as users run it), and data-parallel training on two forced CPU devices."""
     session.install(".[test,jax,spyx]", "equinox", "scikit-learn")
     _pytest(session, "jax", "tests", "-m", "not gpu")
     _pytest(
-        session, "numpy", "tests/test_jax_adapter.py", "--doctest-modules",
+        session, "numpy", "tests/test_jax_adapter.py", "tests/test_jax_mesh.py", "--doctest-modules",
         "--pyargs", "sadp_core.adapters.jax", "-m", "not gpu", frameworks="jax",
     )  # fmt: skip
 
