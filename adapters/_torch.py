@@ -5,11 +5,12 @@ in their framework (:class:`TorchFramework`). The handle is a :class:`sadp_core.
 that also:
 
 - taps the readout (or, with ``scope="all"``, every Linear and Conv layer): a forward hook
-  keeps the per-step norm of the layer's input, and a tensor hook on the (cloned) output
-  keeps the per-step norm of the error reaching it; nothing larger than ``[T, B]`` is kept;
-- when the backward pass ends (an autograd callback), turns these norms into each
-  example's spike-aware score, undoes the loss weight and batch mean, and calls
-  :meth:`~sadp_core.Pruner.update`, so the scores are in place when ``backward()`` returns;
+  keeps the per-step norm of the layer's input and puts a pre-hook on the autograd node
+  that made the output, which keeps the per-step norm of the error reaching it; nothing
+  larger than ``[T, B]`` is kept;
+- turns these norms into each example's spike-aware score, undoing the loss weight and the
+  batch mean, in one vectorised pass every 64 batches and before anything reads the score
+  table, so ``h.scores[idx]`` holds a batch's scores as soon as ``backward()`` returns;
 - feeds a ``DataLoader``: :meth:`TorchHandle.indexed` wraps the dataset so items carry
   their index, :meth:`TorchHandle.batch_sampler` plans the next epoch at each pass.
 """
