@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,15 +44,18 @@ def _require_frameworks() -> None:
 _require_frameworks()
 
 
-def run_worker(out: Path, dtype: str, *cases: str) -> dict[str, Any]:
-    """Run the worker on two forced CPU devices; the npz results of each case by name."""
+def two_devices(*args: str) -> str:
+    """Run ``python *args`` on two forced CPU devices; its standard output."""
     env = {key: value for key, value in os.environ.items() if key not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
     env |= {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
-        [sys.executable, str(WORKER), str(out), "--dtype", dtype, *cases],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, f"worker failed:\n{done.stdout}\n{done.stderr[-6000:]}"
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"python {args[0]} failed:\n{done.stdout}\n{done.stderr[-6000:]}"
+    return done.stdout
+
+
+def run_worker(out: Path, dtype: str, *cases: str) -> dict[str, Any]:
+    """Run the worker on two forced CPU devices; the npz results of each case by name."""
+    two_devices(str(WORKER), str(out), "--dtype", dtype, *cases)
     return {case: dict(np.load(out / f"{case}.npz")) for case in cases}
 
 
@@ -116,3 +120,18 @@ def test_float32_mesh_run(tmp_path: Path) -> None:
     )
     assert np.all(np.isfinite(run["mesh_loss"])) and run["mesh_loss"][-1] < 0.5 * run["mesh_loss"][0]
     assert int(run["mesh_nonfinite"]) == 0
+
+
+def test_docs_mesh_example_runs() -> None:
+    """The JAX example of docs/distributed.md trains on the two devices as it is."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    section = page[page.index("## JAX: several devices with a mesh") :]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 1
+    check = (
+        "\nassert n == 2 and scores.sharding.spec == P('data') and np.isfinite(float(loss))"
+        "\nassert h.next_epoch == epochs and h.stats.unscored_examples == 0"
+        "\nprint('trained', len(scores.sharding.device_set), float(loss))"
+    )
+    out = two_devices("-c", blocks[0] + check)
+    assert out.startswith("trained 2 "), out
