@@ -38,6 +38,7 @@ from . import _distributed
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
 _TAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_minimum = np.minimum.reduce
 _RECORD_EVERY = 64  # backward passes whose scores wait, as small tensors, for one write
 _FEATURE_DIMS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}
 
@@ -124,12 +125,13 @@ class _Tap:
         self.recorded += 1
         if output._is_view():
             output = output.clone()  # a hook on a view that is later changed in place would never fire
+        if not handle._checks.done:
+            self.last_output_id = id(output)  # for the BatchNorm check of the first step
         # a pre-hook on the node that made the output: it gets the error at the output
         node = output.grad_fn
         node.register_prehook(
             partial(self._backward, kept, lead, math.sqrt(positions), handle._generation, output.output_nr)
         )
-        self.last_output_id = id(output)
         return output
 
     def _warn_reentrant(self) -> None:
@@ -376,7 +378,7 @@ class TorchHandle(Pruner):
         ):
             indices, weights = self._checked_batch(losses, indices)
         weight_tensor = torch.from_numpy(weights)
-        if weight_tensor.dtype != losses.dtype or losses.device.type != "cpu":
+        if weight_tensor.dtype != losses.dtype or not losses.is_cpu:
             weight_tensor = weight_tensor.to(dtype=losses.dtype, device=losses.device)
         if self._taps:
             self._name_batch(indices, weights)
@@ -404,7 +406,7 @@ class TorchHandle(Pruner):
             weights = table[indices]
         except IndexError:
             return None
-        return weights if weights.min(initial=1.0) > 0 else None
+        return weights if _minimum(weights, initial=1.0) > 0 else None
 
     def _checked_batch(self, losses: Any, indices: Any) -> tuple[np.ndarray, np.ndarray]:
         """Check a batch in full: its indices, the plan, the losses' shape; clear errors."""
@@ -459,8 +461,10 @@ class TorchHandle(Pruner):
     def _count_for_sync(self) -> None:
         """Every 64 batches, all ranks (in step, as under DDP) exchange their scores."""
         self._since_sync += 1
-        if self._since_sync >= _RECORD_EVERY and _distributed.world()[0] > 1:
-            self.synchronize()
+        if self._since_sync >= _RECORD_EVERY:
+            self._since_sync = 0
+            if _distributed.world()[0] > 1:
+                self.synchronize()
 
     # -- trace bookkeeping (called by the taps) ------------------------------------------
 
