@@ -12,8 +12,9 @@ Models (``side`` = 28 for Fashion-MNIST, 8 for scikit-learn's digits):
 - ``conv``: Conv(1, 8, 3x3) - MaxPool 2 - LIF - Conv(8, 16, 3x3, stride 2) - LIF -
   Linear(16 (side/4)^2, 10), T = 4 (a small network: convolutions are dear on one CPU thread).
 
-A JAX model would be added here as a third framework (see ``FRAMEWORKS``); its training
-step differs (``h.value_and_grad`` / ``h.batches``), so it also needs its own ``Run``.
+The third framework, ``jax``, is the MLP in spyx (``bench_jax.py``, imported only when
+asked for, with its own training step on ``h.value_and_grad`` / ``h.batches``); there is no
+JAX conv model.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import torch.nn.functional as F
 from idx_data import load_digits_split, load_idx_directory
 from torch import nn
 
-FRAMEWORKS = ("snntorch", "spikingjelly")
-"""Frameworks the benchmark trains. Extension point: a ``jax`` entry needs a model builder
-here and a training step on ``sadp_core.adapters.jax`` (``h.value_and_grad``, ``h.batches``)."""
+FRAMEWORKS = ("snntorch", "spikingjelly", "jax")
+"""Frameworks the benchmark trains. ``jax`` (spyx, MLP only) lives in ``bench_jax.py``: its
+model, and a training step on ``sadp_core.adapters.jax`` (``h.value_and_grad``, ``h.batches``)."""
+TORCH_FRAMEWORKS = ("snntorch", "spikingjelly")
+"""The frameworks of ``build_model`` and of the gradient probes."""
 MODELS = ("mlp", "conv")
 CLASSES = 10
 

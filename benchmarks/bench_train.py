@@ -72,9 +72,16 @@ def attach_options(method: str) -> dict[str, Any]:
     return {"method": method}
 
 
-def supported(model: str, method: str) -> bool:
-    """The oracle needs Linear-only networks (the exact score covers Linear layers)."""
+def supported(model: str, method: str, framework: str = "snntorch") -> bool:
+    """The oracle needs Linear-only networks (the exact score covers Linear layers); the JAX
+    runs cover the MLP and the readout-scoped methods only (``bench_jax.METHODS``)."""
+    if framework == "jax":
+        return model == "mlp" and method in JAX_METHODS
     return not (method == "oracle" and model != "mlp")
+
+
+JAX_METHODS = ("full", "random", "infobatch", "ucb", "eps_greedy", "loss", "sadp")
+"""Methods of the JAX runs (the JAX adapter scores the readout only: no ``sadp_all`` or oracle)."""
 
 
 @dataclass
@@ -109,12 +116,32 @@ class Run:
 
     def train_epoch(self, bar: Callable[[Any, int, str], Any] | None = None) -> None:
         """The handle's next epoch; times it (wall and process CPU) and then evaluates."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        labelled = None if bar is None else (lambda it, total: bar(it, total, self.spec.label))
+        seen, skip_wall, skip_cpu = self._train_steps(labelled)
+        wall = time.perf_counter() - wall - skip_wall
+        cpu = time.process_time() - cpu - skip_cpu
+        self.wall_s += wall
+        self.cpu_s += cpu
+        self.examples += seen
+        phase = self.handle.plan(self.epoch).phase
+        accuracy = self._evaluate(self.settings.curve_test_size)
+        self.curve.append(
+            {"epoch": self.epoch, "phase": phase, "examples": seen, "epoch_wall_s": wall,
+             "wall_s": self.wall_s, "cpu_s": self.cpu_s, "test_accuracy": accuracy}
+        )  # fmt: skip
+        self.epoch += 1
+        if self.epoch == self.settings.epochs:
+            full_test = self.settings.curve_test_size is None
+            self.final_accuracy = accuracy if full_test else self._evaluate(None)
+
+    def _train_steps(self, bar: Callable[[Any, int], Any] | None) -> tuple[int, float, float]:
+        """One epoch of training steps: examples seen, and (wall, CPU) seconds not to count."""
         model, handle, optimizer = self.model, self.handle, self.optimizer
         x_all, y_all = self.data.train_x, self.data.train_y
         loss_kind = self.settings.loss
         model.train()
-        wall, cpu = time.perf_counter(), time.process_time()
-        batches = self.sampler if bar is None else bar(self.sampler, len(self.sampler), self.spec.label)
+        batches = self.sampler if bar is None else bar(self.sampler, len(self.sampler))
         seen = 0
         for batch in batches:
             index = torch.as_tensor(batch)
@@ -126,22 +153,10 @@ class Run:
             reset(model)
             seen += len(batch)
         self.scheduler.step()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        self.wall_s += wall
-        self.cpu_s += cpu
-        self.examples += seen
-        phase = handle.plan(self.epoch).phase
-        accuracy = evaluate(model, self.data, self.settings.eval_batch, self.settings.curve_test_size)
-        self.curve.append(
-            {"epoch": self.epoch, "phase": phase, "examples": seen, "epoch_wall_s": wall,
-             "wall_s": self.wall_s, "cpu_s": self.cpu_s, "test_accuracy": accuracy}
-        )  # fmt: skip
-        self.epoch += 1
-        if self.epoch == self.settings.epochs:
-            full_test = self.settings.curve_test_size is None
-            self.final_accuracy = (
-                accuracy if full_test else evaluate(model, self.data, self.settings.eval_batch)
-            )
+        return seen, 0.0, 0.0
+
+    def _evaluate(self, limit: int | None) -> float:
+        return evaluate(self.model, self.data, self.settings.eval_batch, limit)
 
     def record(self, data_name: str) -> dict[str, Any]:
         """Every figure of the run (``speedup`` is added by :func:`add_speedups`)."""
@@ -170,7 +185,38 @@ class Run:
             "loss": settings.loss,
             "attach": {**attach_options(spec.method), **dict(settings.pruner)},
             "curve": self.curve,
+            **self._extra_fields(),
         }
+
+    def _extra_fields(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class JaxRun(Run):
+    """A run of the spyx MLP through the JAX adapter (``bench_jax``): same epochs, timer and
+    evaluation points as :class:`Run`; compilation kept out of the timer."""
+
+    def __post_init__(self) -> None:
+        import bench_jax
+
+        self.parts = bench_jax.JaxParts(self.spec, self.data, self.settings, attach_options(self.spec.method))
+        self.model, self.handle = self.parts.model, self.parts.handle
+        self.epoch = 0
+
+    def _train_steps(self, bar: Callable[[Any, int], Any] | None) -> tuple[int, float, float]:
+        return self.parts.train_steps(self.epoch, bar)
+
+    def _evaluate(self, limit: int | None) -> float:
+        return self.parts.evaluate(self.settings.eval_batch, limit)
+
+    def _extra_fields(self) -> dict[str, Any]:
+        return {"jit_warmup_s": self.parts.warmup_s, "jit_compilations": self.parts.traces}
+
+
+def make_run(spec: RunSpec, data: Data, settings: Settings) -> Run:
+    """A :class:`JaxRun` for framework ``jax``, else a torch :class:`Run`."""
+    return (JaxRun if spec.framework == "jax" else Run)(spec, data, settings)
 
 
 @torch.no_grad()
@@ -198,7 +244,7 @@ def run_comparison(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train ``specs`` (one of them ``full``) round-robin, one epoch each in turn; records."""
-    runs = [Run(spec, data, settings) for spec in specs]
+    runs = [make_run(spec, data, settings) for spec in specs]
     first = specs[0]
     rng = np.random.default_rng([first.seed, 7])
 

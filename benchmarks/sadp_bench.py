@@ -24,10 +24,11 @@ per-example gradient norm (``bench_probes.py``); it writes ``OUT/probes.json``.
 
 Methods: full, random, infobatch, ucb, eps_greedy, loss, sadp (readout scope), sadp_all
 (``scope="all"``), oracle (exact per-example whole-model gradient norm; MLP only).
-Frameworks: snntorch, spikingjelly (jax: not yet, see ``bench_models.FRAMEWORKS``).
+Frameworks: snntorch, spikingjelly, jax (a spyx MLP through the JAX adapter,
+``bench_jax.py``: no conv model, no sadp_all or oracle; not in ``probe``).
 Models: mlp, conv. Data: the four idx files of ``--data DIR`` (default: Debian's
 ``dataset-fashion-mnist``), or ``--dataset digits`` (scikit-learn's 8x8 digits).
-torch runs on one thread (DESIGN.md section 7).
+torch runs on one thread (DESIGN.md section 7), and so does XLA on the CPU (``--threads``).
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
         "--loss", choices=["rate", "mean"], default="rate",
         help="'rate': cross-entropy at every step, averaged (default); 'mean': of the time-mean output",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest timing here)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and XLA CPU threads (1: steadiest timing here)"
+    )
     parser.add_argument("--smoothing", type=float, default=None, help="Pruner smoothing (sadp, loss, oracle)")
     parser.add_argument("--warmup-epochs", type=int, default=None, help="Pruner warm-up epochs (default 1)")
     parser.add_argument(
@@ -121,7 +124,7 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    from bench_models import FRAMEWORKS, MODELS
+    from bench_models import FRAMEWORKS, MODELS, TORCH_FRAMEWORKS
     from bench_train import METHODS
 
     parser = argparse.ArgumentParser(
@@ -160,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="gradient-variance probe and bound quality on a checkpoint")
     _add_data_options(probe)
     _add_training_options(probe, epochs=3)
-    probe.add_argument("--frameworks", type=_csv("framework", FRAMEWORKS), default=list(FRAMEWORKS))
+    probe.add_argument(
+        "--frameworks", type=_csv("framework", TORCH_FRAMEWORKS), default=list(TORCH_FRAMEWORKS)
+    )
     probe.add_argument("--models", type=_csv("model", MODELS), default=list(MODELS))
     probe.add_argument("--subset", type=int, default=2000, help="training examples the probes use")
     probe.add_argument("--draws", type=int, default=30, help="plans drawn per method (at least 20)")
@@ -231,6 +236,16 @@ def _import_frameworks(frameworks: Sequence[str]) -> None:
         importlib.import_module("spikingjelly.activation_based" if name == "spikingjelly" else name)
 
 
+def _xla_threads(threads: int) -> None:
+    """XLA's CPU threads, before JAX is imported (``_import_frameworks``)."""
+    if "jax" in sys.modules:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        extra = "--xla_cpu_multi_thread_eigen=false " if threads == 1 else ""
+        os.environ["XLA_FLAGS"] = f"{flags} {extra}intra_op_parallelism_threads={threads}".strip()
+
+
 def _write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=1))
@@ -239,9 +254,12 @@ def _write_json(path: Path, value: Any) -> None:
 def command_main(args: argparse.Namespace) -> int:
     """Full data, then SADP at ``--prune-ratio`` (interleaved by epoch); table, JSON, plot."""
     from bench_report import main_table, plot_main
-    from bench_train import RunSpec, run_comparison
+    from bench_train import RunSpec, run_comparison, supported
     from tqdm import tqdm
 
+    if not supported(args.model, "sadp", args.framework):
+        print(f"error: no {args.model} model for framework {args.framework}", file=sys.stderr)
+        return 2
     data = _load(args)
     _import_frameworks([args.framework])
     specs = [
@@ -282,17 +300,19 @@ def command_run(args: argparse.Namespace) -> int:
     }
     for model in args.models:
         methods = args.conv_methods if model == "conv" and args.conv_methods else args.methods
-        skipped = [m for m in methods if not supported(model, m)]
-        if skipped:
-            print(
-                f"note: {', '.join(skipped)} not run on the {model} model (exact score: Linear layers only)"
-            )
         for framework in args.frameworks:
+            if not supported(model, "full", framework):
+                print(f"note: no {model} model for {framework}: not run")
+                continue
+            skipped = [m for m in methods if not supported(model, m, framework)]
+            if skipped:
+                why = "readout scope only" if framework == "jax" else "exact score: Linear layers only"
+                print(f"note: {', '.join(skipped)} not run on {framework} {model} ({why})")
             for seed in args.seeds:
                 specs = [RunSpec(framework, model, "full", 0.0, seed)] + [
                     RunSpec(framework, model, method, ratio, seed)
                     for method in methods
-                    if supported(model, method)
+                    if supported(model, method, framework)
                     for ratio in args.ratios
                 ]
                 records += run_comparison(specs, data, settings, progress=False)
@@ -351,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        _xla_threads(args.threads)
         for name in ("train_size", "test_size", "curve_test_size", "epochs", "batch_size", "steps"):
             value = getattr(args, name, None)
             if value is not None and value < 1:
@@ -368,7 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as error:
         print(
             f"error: {error}. The benchmark needs torch, snntorch, spikingjelly, tqdm and matplotlib "
-            '(pip install "sadp-core[snntorch,spikingjelly,bench]" matplotlib torch==2.13.0)',
+            '(pip install "sadp-core[snntorch,spikingjelly,bench]" matplotlib torch==2.13.0), and for '
+            '--frameworks jax also jax, flax, optax and spyx (pip install "sadp-core[spyx]")',
             file=sys.stderr,
         )
         return 2

@@ -1,0 +1,187 @@
+"""The JAX framework of the SNN benchmark: a spyx MLP trained through ``sadp_core``'s JAX adapter.
+
+Imported only when ``--frameworks`` lists ``jax`` (``bench_train.make_run``), so the torch
+runs never import JAX.
+
+The network is the snnTorch MLP of ``bench_models`` in spyx: ``nnx.Linear(side^2, 256)`` on
+the static image (direct current, computed once), then ``spyx.nn.run`` of a
+``spyx.nn.Sequential(LIF, nnx.Linear(256, 10))`` over T = 4 steps, which returns the
+readout's per-step outputs ``[T, B, C]``. The neuron (:class:`LeakyLIF`) is spyx's ``LIF``
+with snnTorch ``Leaky(beta=0.9)`` dynamics: fixed beta = 0.9 (not trained), reset by
+subtraction from the previous membrane (no gradient through the reset), spike on the new
+membrane, arctan surrogate ``1 / (1 + (pi v)^2)`` (snnTorch's ``ATan`` with alpha = 2). The
+initial weights are those of the snnTorch MLP built with the same seed, so both frameworks
+start from the same network. Loss ('rate'): cross-entropy at every step, averaged over the
+steps; optimizer: Adam (optax, torch's defaults) with the learning rate of torch's
+``CosineAnnealingLR`` set before each epoch.
+
+Training is the adapter's loop: ``h = sadp_core.attach(model, ...)``,
+``grad_fn = h.value_and_grad(loss_fn, jit=False)`` inside an ``nnx.jit`` training step,
+``for idx, w in h.batches(batch_size)`` (``drop_last=False``: the short last batch is
+trained), ``h.update(idx, scores)``.
+
+Timing: as for torch, wall (``perf_counter``) and process CPU time of the epoch's training
+steps, planning included (``h.batches``), evaluation excluded. JAX dispatches asynchronously,
+so the timed region ends after the updated parameters are ready and the handle has written
+the epoch's waiting scores into its table. Compilation is kept out of it: the first time a
+batch size occurs in a run (128, and each size of a short last batch), the step is compiled
+by running it on a throwaway copy of the model and optimizer, outside the timer; the real
+step then finds it compiled. The time spent so is recorded (``jit_warmup_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import spyx
+import torch
+from bench_models import CLASSES, Data, SnnTorchMLP
+from flax import nnx
+
+import sadp_core
+
+BETA = 0.9
+MODELS = ("mlp",)
+"""The JAX conv model is not included (methods: ``bench_train.JAX_METHODS``)."""
+
+
+def _atan_surrogate(v: jax.Array) -> jax.Array:
+    return 1.0 / (1.0 + (jnp.pi * v) ** 2)
+
+
+class LeakyLIF(spyx.nn.LIF):
+    """spyx ``LIF`` with snnTorch ``Leaky(beta=0.9)`` dynamics (see the module docstring)."""
+
+    def __init__(self, hidden_shape: tuple[int, ...], *, rngs: nnx.Rngs) -> None:
+        activation = spyx.axn.custom(_atan_surrogate, spyx.axn.heaviside)
+        super().__init__(hidden_shape, beta=BETA, activation=activation, rngs=rngs)
+        self.beta = nnx.Variable(jnp.asarray(BETA, jnp.float32))  # a constant, as in snnTorch
+
+    def __call__(self, x: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+        reset = jax.lax.stop_gradient(spyx.axn.heaviside(v - self.threshold))
+        v = self.beta[...] * v + x - reset * self.threshold
+        return self.spike(v - self.threshold), v
+
+
+class SpyxMLP(nnx.Module):
+    """``fc1`` on the static image, then T steps of LIF and the ``nnx.Linear`` readout."""
+
+    def __init__(self, side: int, hidden: int, steps: int, rngs: nnx.Rngs) -> None:
+        self.steps = steps
+        self.fc1 = nnx.Linear(side * side, hidden, rngs=rngs)
+        self.core = spyx.nn.Sequential(LeakyLIF((hidden,), rngs=rngs), nnx.Linear(hidden, CLASSES, rngs=rngs))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        current = self.fc1(x)
+        outputs, _ = spyx.nn.run(self.core, jnp.broadcast_to(current, (self.steps, *current.shape)))
+        return outputs  # [T, B, C]
+
+
+def build_model(model: str, side: int, *, hidden: int, steps: int, seed: int) -> SpyxMLP:
+    """The spyx MLP with the initial weights of the snnTorch MLP of the same seed."""
+    if model not in MODELS:
+        raise ValueError(f"no {model!r} model for framework 'jax' (only {', '.join(MODELS)})")
+    torch.manual_seed(seed)
+    reference = SnnTorchMLP(side, hidden, steps)
+    network = SpyxMLP(side, hidden, steps, nnx.Rngs(seed))
+    for mine, theirs in ((network.fc1, reference.fc1), (network.core.layers[1], reference.fc2)):
+        mine.kernel[...] = jnp.asarray(theirs.weight.detach().numpy().T)
+        mine.bias[...] = jnp.asarray(theirs.bias.detach().numpy())
+    return network
+
+
+def per_example_loss(outputs: jax.Array, labels: jax.Array, kind: str = "rate") -> jax.Array:
+    """``[B]`` losses from ``[T, B, C]`` outputs, as ``bench_models.per_example_loss``."""
+    if kind == "mean":
+        return optax.softmax_cross_entropy_with_integer_labels(outputs.mean(0), labels)
+    steps = outputs.shape[0]
+    labels = jnp.broadcast_to(labels, (steps, *labels.shape))
+    return optax.softmax_cross_entropy_with_integer_labels(outputs, labels).mean(0)
+
+
+def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
+    """torch's ``CosineAnnealingLR(T_max=epochs)`` (eta_min 0) at ``epoch``."""
+    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+class JaxParts:
+    """Model, optimizer, handle and jitted steps of one JAX run (``bench_train.JaxRun``)."""
+
+    def __init__(self, spec: Any, data: Data, settings: Any, attach_options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.model = build_model(
+            spec.model, data.side, hidden=settings.hidden, steps=settings.steps, seed=spec.seed
+        )
+        self.handle = sadp_core.attach(
+            self.model, num_examples=len(data.train_y), prune_ratio=spec.prune_ratio,
+            epochs=settings.epochs, seed=spec.seed, **attach_options, **dict(settings.pruner),
+        )  # fmt: skip
+        adam = optax.inject_hyperparams(optax.adam)(learning_rate=settings.lr)
+        self.optimizer = nnx.Optimizer(self.model, adam, wrt=nnx.Param)
+        self.train_x = np.ascontiguousarray(data.train_x.numpy())
+        self.train_y = data.train_y.numpy().astype(np.int32)
+        self.test_x = np.ascontiguousarray(data.test_x.numpy())
+        self.test_y = data.test_y.numpy()
+        loss_kind = settings.loss
+        self.traces = 0
+
+        def loss_fn(model: SpyxMLP, x: jax.Array, y: jax.Array) -> jax.Array:
+            return per_example_loss(model(x), y, loss_kind)
+
+        grad_fn = self.handle.value_and_grad(loss_fn, jit=False)
+
+        @nnx.jit
+        def train_step(model: SpyxMLP, optimizer: Any, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+            self.traces += 1  # at trace time only: counts compilations
+            (_, scores), grads = grad_fn(model, x, y, w)
+            optimizer.update(model, grads)
+            return scores
+
+        @nnx.jit
+        def predict(model: SpyxMLP, x: jax.Array) -> jax.Array:
+            return model(x).mean(0).argmax(1)
+
+        self.train_step, self.predict = train_step, predict
+        self.compiled: set[int] = set()
+        self.warmup_s = 0.0
+
+    def train_steps(self, epoch: int, bar: Callable[[Any, int], Any] | None) -> tuple[int, float, float]:
+        """One epoch of training steps; examples seen and the (wall, CPU) seconds spent compiling."""
+        lr = self.optimizer.opt_state.hyperparams["learning_rate"]
+        lr[...] = jnp.asarray(cosine_lr(self.settings.lr, epoch, self.settings.epochs), jnp.float32)
+        batches = self.handle.batches(self.settings.batch_size)
+        iterable = batches if bar is None else bar(batches, len(batches))
+        seen, warm_wall, warm_cpu = 0, 0.0, 0.0
+        for idx, w in iterable:
+            x, y = self.train_x[idx], self.train_y[idx]
+            if len(idx) not in self.compiled:  # compile on a throwaway copy, outside the timer
+                wall, cpu = time.perf_counter(), time.process_time()
+                copy = nnx.clone(self.model), nnx.clone(self.optimizer)
+                jax.block_until_ready(self.train_step(*copy, x, y, w))
+                self.compiled.add(len(idx))
+                warm_wall += time.perf_counter() - wall
+                warm_cpu += time.process_time() - cpu
+            scores = self.train_step(self.model, self.optimizer, x, y, w)
+            self.handle.update(idx, scores)
+            seen += len(idx)
+        jax.block_until_ready(nnx.state(self.model))
+        self.handle.scores  # noqa: B018 - writes the epoch's waiting scores (host copy) inside the timer
+        self.warmup_s += warm_wall
+        return seen, warm_wall, warm_cpu
+
+    def evaluate(self, batch_size: int, limit: int | None = None) -> float:
+        """Test accuracy (0..1) on the first ``limit`` test examples (all if None)."""
+        size = len(self.test_y) if limit is None else min(limit, len(self.test_y))
+        correct = 0
+        for start in range(0, size, batch_size):
+            stop = min(start + batch_size, size)
+            predicted = np.asarray(self.predict(self.model, self.test_x[start:stop]))
+            correct += int((predicted == self.test_y[start:stop]).sum())
+        return correct / size
