@@ -290,12 +290,24 @@ def _configuration(metas: list[dict[str, Any]], records: list[dict[str, Any]]) -
             f"{r['test_size']} test examples (the per-epoch curves on the first {r.get('curve_test_size')}); "
             f"{r['epochs']} epochs (warm-up 1 epoch on all data, annealing in the last 12.5% of "
             f"epochs), batch {r['batch_size']}, Adam lr {r['lr']} with a cosine schedule, T = {r['steps']}, "
-            f"loss '{r['loss']}', one torch thread. All methods of one (framework, model, seed) train "
-            "round-robin one epoch at a time in one process, from the same initial weights; the timer "
-            "covers their training steps (planning included, evaluation excluded). The full-data run "
-            "goes through `sadp_core.attach(method='full')` (no hooks; the same loop).",
+            f"loss '{r['loss']}', one thread (torch; XLA for JAX). All methods of one (framework, model, "
+            "seed) train round-robin one epoch at a time in one process, from the same initial weights; "
+            "the timer covers their training steps (planning included, evaluation excluded). The "
+            "full-data run goes through `sadp_core.attach(method='full')` (no hooks; the same loop).",
             "",
         ]
+        if any(record["framework"] == "jax" for record in records):
+            lines += [
+                "JAX (`benchmarks/bench_jax.py`): the snnTorch MLP in spyx (a spyx `LIF` with snnTorch "
+                "`Leaky` dynamics, the snnTorch MLP's initial weights for the same seed), trained with "
+                "`h.value_and_grad` inside an `nnx.jit` step, `h.batches` (short last batch kept) and "
+                "`h.update`. Each batch size is compiled the first time it occurs in a run, on a "
+                "throwaway copy of the model and optimizer, outside the timer (`jit_warmup_s` in the "
+                "records); the timed epoch ends when the parameters are ready and the scores are in "
+                "the handle's table. The JAX adapter scores the readout only, so `sadp_all` and the "
+                "oracle are torch-only; there is no JAX conv model.",
+                "",
+            ]
     return lines
 
 
@@ -491,8 +503,9 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
         "The analysis comes from docs/benchmarks/notes.txt. -->",
         "",
         "Every pruning method side by side on real spiking networks (snnTorch `Leaky`, SpikingJelly "
-        "`LIFNode`), trained through `sadp_core.attach`. The figures below are computed from "
-        "`docs/benchmarks/results.json` (one record per run) and `docs/benchmarks/probes.json`.",
+        "`LIFNode`, spyx `LIF` in JAX), trained through `sadp_core.attach`. The figures below are "
+        "computed from `docs/benchmarks/results.json` (one record per run) and "
+        "`docs/benchmarks/probes.json`.",
         "",
         "## How it was run",
         "",
