@@ -48,7 +48,16 @@ def two_devices(*args: str) -> str:
     """Run ``python *args`` on two forced CPU devices; its standard output."""
     env = {key: value for key, value in os.environ.items() if key not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
     env |= {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+    # run from tests/: from the repository root, `python -c` would import the source tree's
+    # sadp_core, which lacks sadp_core.adapters (installed from adapters/)
+    done = subprocess.run(
+        [sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
     assert done.returncode == 0, f"python {args[0]} failed:\n{done.stdout}\n{done.stderr[-6000:]}"
     return done.stdout
 
