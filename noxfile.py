@@ -121,8 +121,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench_cli(session: nox.Session) -> None:
     """Smoke test of the SNN benchmark CLI (benchmarks/sadp_bench.py) on scikit-learn's digits."""
-    session.install(".[test,snntorch,spikingjelly,bench]", "matplotlib", "scikit-learn", *TORCH)
-    _pytest(session, "numpy", "tests/test_benchmark_cli.py", frameworks="snntorch,spikingjelly")
+    session.install(".[test,snntorch,spikingjelly,spyx,bench]", "matplotlib", "scikit-learn", *TORCH)
+    _pytest(session, "numpy", "tests/test_benchmark_cli.py", frameworks="snntorch,spikingjelly,jax")
 
 
 @nox.session

@@ -1,11 +1,12 @@
 """Smoke test of the SNN benchmark CLI (``benchmarks/sadp_bench.py``) on scikit-learn's digits.
 
-End to end, as a user runs it: every method on both frameworks and both models, one seed,
-two epochs (a warm-up epoch and one pruned epoch, so that each method's selection runs) in
-batches of 512 (few steps: this checks the plumbing, not the learning), then the report;
-checks the records' fields and that the plots exist. Collected where snnTorch and
-SpikingJelly are both under test (``nox -s bench_cli``). Benchmark figures themselves are
-not asserted: they are measured, not tested.
+End to end, as a user runs it: every method on snnTorch and SpikingJelly and both models,
+and the JAX MLP (spyx, its seven readout-scoped methods), one seed, two epochs (a warm-up
+epoch and one pruned epoch, so that each method's selection runs) in batches of 512 (few
+steps: this checks the plumbing, not the learning), then the report; checks the records'
+fields and that the plots exist. Collected where snnTorch, SpikingJelly and JAX are all
+under test (``nox -s bench_cli``). Benchmark figures themselves are not asserted: they are
+measured, not tested.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "benchmarks" / "sadp_bench.py"
 METHODS = ("full", "random", "infobatch", "ucb", "eps_greedy", "loss", "sadp", "sadp_all", "oracle")
+JAX_METHODS = set(METHODS) - {"sadp_all", "oracle"}
 FIELDS = (
     "framework", "model", "method", "prune_ratio", "seed", "test_accuracy", "train_wall_s",
     "processed_fraction", "theoretical_speedup", "speedup", "curve",
@@ -50,6 +52,7 @@ def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
     for framework in ("snntorch", "spikingjelly"):
         assert {m for f, model, m in runs if (f, model) == (framework, "mlp")} == set(METHODS)
         assert {m for f, model, m in runs if (f, model) == (framework, "conv")} == set(METHODS) - {"oracle"}
+    assert {(model, m) for f, model, m in runs if f == "jax"} == {("mlp", m) for m in JAX_METHODS}
     for record in records:
         assert all(field in record for field in FIELDS), sorted(record)
         assert 0 <= record["test_accuracy"] <= 1
@@ -62,6 +65,9 @@ def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
         else:  # a warm-up epoch on all 1437 examples, then K = round(0.5 * 1437)
             assert record["processed_fraction"] == pytest.approx((1437 + 718) / (2 * 1437))
         assert record["theoretical_speedup"] == pytest.approx(1 / record["processed_fraction"])
+        if record["framework"] == "jax":  # one compilation per batch size, none from step to step
+            sizes = {size for p in record["curve"] for size in (min(p["examples"], 512), p["examples"] % 512)}
+            assert record["jit_compilations"] == len(sizes - {0}) and record["jit_warmup_s"] > 0
     meta = json.loads((grid / "run" / "meta.json").read_text())
     assert meta["machine"]["versions"]["torch"]
 
@@ -74,9 +80,9 @@ def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
         assert (grid / "report" / name).stat().st_size > 1000
-    assert len(json.loads((grid / "report" / "results.json").read_text())) == 34
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 34 + 7
     text = (grid / "report.md").read_text()
-    assert "## Targets" in text and "| sadp_all | 0.5 |" in text
+    assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp" in text
 
 
 def test_main_job_on_digits_writes_json_and_plot(tmp_path: Path) -> None:
