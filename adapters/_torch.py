@@ -17,11 +17,9 @@ that also:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,16 +29,14 @@ from torch.utils.data import Dataset, Sampler
 
 from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
-from sadp_core.scores import exact_readout_score
 
 from . import _distributed
+from ._torch_trace import TAPPABLE, Batch, Piece, SlotCache, Tap, bound_sums, exact_sums
 
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
-_TAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _minimum = np.minimum.reduce
 _RECORD_EVERY = 64  # backward passes whose scores wait, as small tensors, for one write
-_FEATURE_DIMS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}
 
 
 @dataclass(frozen=True)
@@ -57,126 +53,6 @@ class TorchFramework:
     name: str
     neuron_types: tuple[type, ...]
     is_internal: Callable[[nn.Module, str, nn.Module], bool] = lambda parent, attribute, child: False
-
-
-def _feature_dims(module: nn.Module) -> int:
-    for kind, dims in _FEATURE_DIMS.items():
-        if isinstance(module, kind):
-            return dims
-    raise SADPError(f"{type(module).__name__} is not a Linear or Conv layer and cannot be tapped")
-
-
-class _Tap:
-    """Forward hook and output-gradient hooks on one Linear or Conv layer.
-
-    Each call of the layer in a training forward pass keeps one small tensor, the norm of
-    its input per (time step, example) row, and hooks its output; when the output's
-    gradient arrives, the hook hands the handle a *piece* of the trace: those input norms
-    with the norms of the error, ``[rows]`` each. Nothing larger is kept (with
-    ``score="exact"``, the raw input and error instead). For a convolution the weight
-    gradient sums over ``P`` output positions, each input element feeding at most
-    ``k = kh * kw`` of them, so ``||[dW, db]|| <= ||e|| sqrt(k ||s||^2 + P)`` per step: the
-    bound's form with ``s * sqrt(k / P)`` and ``e * sqrt(P)``, which is what is stored.
-    """
-
-    def __init__(
-        self, index: int, name: str, module: nn.Module, handle: TorchHandle, keep_tensors: bool
-    ) -> None:
-        self.index, self.name, self.module, self.handle = index, name, module, handle
-        self.keep_tensors = keep_tensors
-        self.feature_dims = _feature_dims(module)
-        # the feature axes of inputs and outputs with 1 or 2 leading (time, example) axes
-        self.feature_axes = {lead: tuple(range(lead, lead + self.feature_dims)) for lead in (1, 2)}
-        self.kernel_area = math.prod(getattr(module, "kernel_size", (1,)))
-        self.bias = getattr(module, "bias", None) is not None
-        self.recorded = 0  # calls traced (outside a backward pass)
-        self.last_output_id = -1
-        self.warned_reentrant = False
-        self.hook = module.register_forward_hook(self._forward)
-
-    def _forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        # no gradient will come without training mode, grad mode and an output that needs one
-        if not (module.training and isinstance(output, torch.Tensor) and output.requires_grad):
-            return None
-        if torch._C._current_graph_task_id() != -1:  # a checkpoint recomputing inside backward
-            self._warn_reentrant()
-            return None
-        inputs = args[0].detach()
-        lead = inputs.ndim - self.feature_dims
-        if lead != 1 and lead != 2:
-            raise SADPError(
-                f"layer {self.name!r} got input of shape {tuple(inputs.shape)}: expected [rows, features] "
-                "(single-step, or time and batch flattened time-major) or [T, B, features] (multi-step)"
-            )
-        positions = 1
-        if self.keep_tensors:
-            kept = inputs
-        else:
-            kept = torch.linalg.vector_norm(inputs, dim=self.feature_axes[lead], dtype=torch.float32)
-            if self.feature_dims > 1:
-                positions = math.prod(output.shape[lead + 1 :])
-                kept = kept * math.sqrt(self.kernel_area / positions)
-        handle = self.handle
-        if handle._received:
-            handle._generation += 1  # the first forward after a backward: a new trace
-            handle._received = False
-        if not handle._checks.done:
-            handle._checks.executed.append(self.name)
-        self.recorded += 1
-        if output._is_view():
-            output = output.clone()  # a hook on a view that is later changed in place would never fire
-        if not handle._checks.done:
-            self.last_output_id = id(output)  # for the BatchNorm check of the first step
-        # a pre-hook on the node that made the output: it gets the error at the output
-        node = output.grad_fn
-        node.register_prehook(
-            partial(self._backward, kept, lead, math.sqrt(positions), handle._generation, output.output_nr)
-        )
-        return output
-
-    def _warn_reentrant(self) -> None:
-        if not self.recorded and not self.warned_reentrant:
-            self.warned_reentrant = True
-            warnings.warn(
-                f"layer {self.name!r} runs only inside backward (a checkpoint with use_reentrant=True): "
-                "its trace cannot be recorded and its scores stay unset; use use_reentrant=False",
-                SADPWarning,
-                stacklevel=3,
-            )
-
-    def _backward(
-        self,
-        kept: torch.Tensor,
-        lead: int,
-        scale: float,
-        generation: int,
-        output_nr: int,
-        grads: tuple[torch.Tensor | None, ...],
-    ) -> None:
-        handle, grad = self.handle, grads[output_nr]
-        if grad is None or generation < handle._batch_generation:
-            return  # no error reached this output, or the graph of an earlier batch ran again
-        batch = handle._start_piece()
-        size = batch.indices.shape[0]
-        if (grad.shape[1] != size) if lead == 2 else (grad.shape[0] % size):
-            raise SADPError(
-                f"layer {self.name!r} got output of shape {tuple(grad.shape)} for a batch of {size}: "
-                "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
-                "this batch's indices"
-            )
-        if self.keep_tensors:
-            errors = grad.detach()
-        else:
-            errors = torch.linalg.vector_norm(grad, dim=self.feature_axes[lead], dtype=torch.float32)
-            if scale != 1.0:
-                errors = errors * scale
-        handle._pieces.append((batch, self.index, kept, errors))
-
-
-def _time_major(pieces: list[torch.Tensor], batch: int) -> torch.Tensor:
-    """A Linear layer's inputs or errors, ``[T*B, F]`` or ``[T, B, F]`` each -> ``[T', B, F]``."""
-    steps = [piece.reshape(-1, batch, piece.shape[-1]).float() for piece in pieces]
-    return steps[0] if len(steps) == 1 else torch.cat(steps)
 
 
 class IndexedDataset(Dataset):  # type: ignore[type-arg]
@@ -231,16 +107,6 @@ class PlanBatchSampler(Sampler[list[int]]):
 
 
 @dataclass
-class _Batch:
-    """The batch whose trace is being recorded: set by ``weighted_loss``."""
-
-    indices: np.ndarray
-    weights: np.ndarray  # its plan weights: the captured error is (w_i / B) dL_i/do
-    epoch: int
-    totals: np.ndarray | None = None  # [B, layers] per-layer scores written so far (truncated BPTT)
-
-
-@dataclass
 class _Checks:
     """One-off checks made on the first recorded training step."""
 
@@ -292,17 +158,17 @@ class TorchHandle(Pruner):
                     raise SADPError(
                         f"score='exact' supports Linear layers only; {name!r} is {type(module).__name__}"
                     )
-        self._taps: list[_Tap] = []
+        self._taps: list[Tap] = []
         self._hooks: list[Any] = []
         self._checks = _Checks(done=True)
         if self.expects == "bound":
             self._taps = [
-                _Tap(index, name, module, self, keep_tensors=score == "exact")
+                Tap(index, name, module, self, keep_tensors=score == "exact")
                 for index, (name, module) in enumerate(layers)
             ]
             self._hooks = [tap.hook for tap in self._taps]
             self._install_checks(candidates)
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
         self._batch_generation = 0  # traces older than the current batch's are ignored
         self._weight_of: np.ndarray | None = None  # plan weight of every example, 0 if not planned
         self._weights_epoch = -1
@@ -312,11 +178,11 @@ class TorchHandle(Pruner):
         self._generation = 0  # numbers the traces (a forward after a backward starts a new one)
         self._named = False  # weighted_loss named the batch since the last backward pass began
         self._pass = -1  # the autograd graph task of the backward pass under way
-        self._pieces: list[tuple[_Batch, int, torch.Tensor, torch.Tensor]] = []  # see _record_scores
+        self._pieces: list[Piece] = []  # see _record_scores
         self._pending_batches = 0  # batches named since the last write
         self._losses: list[tuple[np.ndarray, torch.Tensor]] = []  # loss-based methods: their scores
         self._outbox: list[tuple[np.ndarray, np.ndarray]] = []  # scores not yet sent to the other ranks
-        self._slots: tuple[Any, torch.Tensor, Any] | None = None  # see _bound_sums
+        self._slots = SlotCache()  # see bound_sums
         self._since_sync = 0  # batches named since the last exchange with the other ranks
 
     # -- data --------------------------------------------------------------------------
@@ -453,7 +319,7 @@ class TorchHandle(Pruner):
             return  # the same batch again (truncated BPTT): its scores add up
         if self.score_kind == "exact" or self._pending_batches >= _RECORD_EVERY:
             self._record_scores()  # exact: release the raw tensors of the last batch now
-        self._batch = _Batch(indices, weights, epoch)
+        self._batch = Batch(indices, weights, epoch)
         self._batch_generation = self._generation
         self._pending_batches += 1
         self._count_for_sync()
@@ -468,11 +334,10 @@ class TorchHandle(Pruner):
 
     # -- trace bookkeeping (called by the taps) ------------------------------------------
 
-    def _start_piece(self) -> _Batch:
+    def _start_piece(self) -> Batch:
         """A tapped output got its gradient: the batch it belongs to (checked once per pass)."""
-        task = torch._C._current_graph_task_id()
-        if task != self._pass:
-            batch = self._batch
+        task, batch = torch._C._current_graph_task_id(), self._batch
+        if task != self._pass or batch is None:
             if batch is None or not self._named:
                 raise SADPError(
                     "a backward pass ran without h.weighted_loss(losses, indices) naming its batch; "
@@ -481,7 +346,7 @@ class TorchHandle(Pruner):
             if not self._checks.done:
                 self._run_checks()
             self._pass, self._named, self._received = task, False, True
-        return self._batch  # type: ignore[return-value]
+        return batch
 
     def _record_scores(self) -> None:
         """Turn the trace pieces gathered since the last call into scores, and write them.
@@ -503,87 +368,20 @@ class TorchHandle(Pruner):
         pieces, self._pieces = self._pieces, []
         batches = list({id(batch): batch for batch, *_ in pieces}.values())
         per_layer = (
-            self._exact_sums(pieces, batches)
+            exact_sums(pieces, batches, self._taps)
             if self.score_kind == "exact"
-            else self._bound_sums(pieces, batches)
+            else bound_sums(pieces, batches, self._taps, self._slots)
         )
-        indices, values = [], []
+        batch_indices, batch_scores = [], []
         for batch, sums in zip(batches, per_layer, strict=True):
             if batch.totals is not None:
                 sums = sums + batch.totals
             batch.totals = sums
             combined = sums[:, 0] if sums.shape[1] == 1 else np.sqrt(np.square(sums).sum(1))
             # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
-            values.append(combined * (batch.indices.shape[0] / batch.weights.astype(np.float64)))
-            indices.append(batch.indices)
-        self._write(np.concatenate(indices), np.concatenate(values))
-
-    def _bound_sums(self, pieces: list[Any], batches: list[_Batch]) -> list[np.ndarray]:
-        """Per batch, ``[B, layers]`` bounds: every piece's rows at once, summed by example.
-
-        Row ``r`` of a piece (time-major ``[T*B]``) belongs to example ``r % B`` of its batch;
-        each (batch, example, layer) has a slot, and one ``index_add`` sums the rows' terms.
-        """
-        layers = len(self._taps)
-        sizes = [batch.indices.shape[0] for batch in batches]
-        ordinal = {id(batch): number for number, batch in enumerate(batches)}
-        # (rows, batch number, layer) of every piece: the same from one group of batches to
-        # the next in a steady training loop, so the slot of every row is computed once
-        layout = tuple((error.numel(), ordinal[id(batch)], layer) for batch, layer, _, error in pieces)
-        key = (layout, tuple(sizes), layers)
-        if self._slots is None or self._slots[0] != key:
-            self._slots = (key, *self._slot_index(layout, sizes, layers))
-        _, slot, bias_rows = self._slots
-        spikes = torch.cat([kept if kept.ndim == 1 else kept.reshape(-1) for _, _, kept, _ in pieces])
-        errors = torch.cat([error if error.ndim == 1 else error.reshape(-1) for _, _, _, error in pieces])
-        spikes, errors = spikes.cpu(), errors.cpu()
-        if bias_rows is None:  # the terms ||e_t|| sqrt(||s_t||^2 + bias), in place
-            spikes.square_().add_(1.0).sqrt_()
-        elif bias_rows is not False:
-            spikes.square_().add_(bias_rows).sqrt_()
-        sums = torch.zeros(sum(sizes) * layers, dtype=torch.float32)
-        sums.index_add_(0, slot, errors.mul_(spikes))
-        table = sums.numpy().astype(np.float64).reshape(-1, layers)
-        starts = np.cumsum(sizes) - sizes
-        return [table[start : start + size] for start, size in zip(starts, sizes, strict=True)]
-
-    def _slot_index(
-        self, layout: tuple[tuple[int, int, int], ...], sizes: list[int], layers: int
-    ) -> tuple[torch.Tensor, Any]:
-        """The slot of every row of the pieces, and the bias term of every row (None: all 1,
-        False: all 0, else a tensor)."""
-        rows, batch, layer = (np.array(column, dtype=np.int64) for column in zip(*layout, strict=True))
-        piece_of_row = np.repeat(np.arange(len(layout)), rows)
-        size = np.array(sizes, dtype=np.int64)
-        first = (np.cumsum(size) - size)[batch]
-        row_in_piece = np.arange(rows.sum()) - (np.cumsum(rows) - rows)[piece_of_row]
-        slots = (first[piece_of_row] + row_in_piece % size[batch][piece_of_row]) * layers + layer[
-            piece_of_row
-        ]
-        bias = np.array([tap.bias for tap in self._taps])
-        bias_rows: Any = torch.from_numpy(bias[layer[piece_of_row]].astype(np.float32))
-        if bias.all() or not bias.any():
-            bias_rows = None if bias.all() else False
-        return torch.from_numpy(slots), bias_rows
-
-    def _exact_sums(self, pieces: list[Any], batches: list[_Batch]) -> list[np.ndarray]:
-        """Per batch, ``[B, layers]`` exact gradient norms of its tapped Linear layers."""
-        result = []
-        for batch in batches:
-            size, columns = batch.indices.shape[0], []
-            for tap in self._taps:
-                mine = [
-                    (kept, error) for b, layer, kept, error in pieces if b is batch and layer == tap.index
-                ]
-                if not mine:
-                    columns.append(np.zeros(size))
-                    continue
-                spikes = _time_major([kept for kept, _ in mine], size)
-                errors = _time_major([error for _, error in mine], size)
-                score = exact_readout_score(spikes, errors, bias=tap.bias)
-                columns.append(score.detach().double().cpu().numpy())
-            result.append(np.stack(columns, axis=1))
-        return result
+            batch_scores.append(combined * (batch.indices.shape[0] / batch.weights.astype(np.float64)))
+            batch_indices.append(batch.indices)
+        self._write(np.concatenate(batch_indices), np.concatenate(batch_scores))
 
     def _write(self, indices: np.ndarray, values: np.ndarray) -> None:
         if self._config["replacement"] and np.unique(indices).size < indices.size:  # repeats
@@ -625,7 +423,7 @@ class TorchHandle(Pruner):
         step rather than keeping an older view of it.
         """
         self._record_scores()
-        table = super().scores
+        table: np.ndarray = super().scores
         if not self._outbox:
             return table
         table = table.copy()  # under torch.distributed: with this rank's scores not yet exchanged
@@ -740,7 +538,7 @@ class TorchHandle(Pruner):
                 SADPWarning,
                 stacklevel=2,
             )
-        state = _arrays_to_tensors(super().state_dict())
+        state: dict[str, Any] = _arrays_to_tensors(super().state_dict())
         state["torch"] = {"next_epoch": self._next_epoch, "scope": self.scope, "readout": self.readout_name}
         return state
 
@@ -765,7 +563,7 @@ def _arrays_to_tensors(value: Any) -> Any:
     return value
 
 
-def _warn_if_normalises_tap(module: nn.Module, args: tuple[Any, ...], name: str, taps: list[_Tap]) -> None:
+def _warn_if_normalises_tap(module: nn.Module, args: tuple[Any, ...], name: str, taps: list[Tap]) -> None:
     if module.training and args and any(id(args[0]) == tap.last_output_id for tap in taps):
         warnings.warn(
             f"BatchNorm {name!r} normalises the output of a tapped layer in training mode, which mixes "
@@ -780,12 +578,12 @@ def _candidates(model: nn.Module, framework: TorchFramework) -> list[tuple[str, 
     internal = set()
     for parent_name, parent in model.named_modules():
         for attribute, child in parent.named_children():
-            if isinstance(child, _TAPPABLE) and framework.is_internal(parent, attribute, child):
+            if isinstance(child, TAPPABLE) and framework.is_internal(parent, attribute, child):
                 internal.add(f"{parent_name}.{attribute}" if parent_name else attribute)
     return [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, _TAPPABLE) and name not in internal
+        if isinstance(module, TAPPABLE) and name not in internal
     ]
 
 
