@@ -18,19 +18,19 @@ that also:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
 
 from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
 
 from . import _distributed
+from ._torch_data import IndexedDataset, PlanBatchSampler
 from ._torch_trace import TAPPABLE, Batch, Piece, SlotCache, Tap, bound_sums, exact_sums
 
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
@@ -53,57 +53,6 @@ class TorchFramework:
     name: str
     neuron_types: tuple[type, ...]
     is_internal: Callable[[nn.Module, str, nn.Module], bool] = lambda parent, attribute, child: False
-
-
-class IndexedDataset(Dataset):  # type: ignore[type-arg]
-    """A dataset whose items are ``(index, item)``: the index tells the handle which example it is."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[int, Any]:
-        return index, self.dataset[index]
-
-
-class PlanBatchSampler(Sampler[list[int]]):
-    """Batches of the handle's plans: each pass over it is the next epoch.
-
-    It runs in the ``DataLoader``'s main process (workers only receive the index lists),
-    so it works with ``num_workers > 0`` and ``pin_memory`` as any batch sampler does.
-    Under an initialised ``torch.distributed`` process group, each rank gets its share of
-    the plan, padded (or, with ``drop_last``, cut) as ``DistributedSampler`` does.
-    """
-
-    def __init__(self, handle: TorchHandle, batch_size: int, drop_last: bool = False) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise SADPError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.handle, self.batch_size, self.drop_last = handle, batch_size, drop_last
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass epoch ``epoch`` (as ``DistributedSampler.set_epoch``; optional:
-        without it each pass is the epoch after the last one)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise SADPError(f"epoch must be a non-negative integer, got {epoch!r}")
-        self.handle._next_epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        plan = self.handle._begin_epoch()
-        indices = _distributed.shard(plan.indices, *_distributed.world(), self.drop_last).tolist()
-        stop = len(indices) - len(indices) % self.batch_size if self.drop_last else len(indices)
-        try:
-            for start in range(0, stop, self.batch_size):
-                yield indices[start : start + self.batch_size]
-        finally:
-            self.handle._end_epoch(plan.epoch)
-
-    def __len__(self) -> int:
-        """Batches in the pass under way, or else in the next pass (without drawing its plan)."""
-        ranks, _ = _distributed.world()
-        size = _distributed.shard_length(self.handle._upcoming_size(), ranks, self.drop_last)
-        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
 
 
 @dataclass
