@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["exchange", "shard", "world"]
+__all__ = ["active", "exchange", "shard", "world"]
 
 
 def world() -> tuple[int, int]:
@@ -20,6 +20,11 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+def active() -> bool:
+    """Whether several processes train together (a process group of more than one rank)."""
+    return world()[0] > 1
 
 
 def shard(indices: np.ndarray, size: int, rank: int, drop_last: bool) -> np.ndarray:

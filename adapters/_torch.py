@@ -188,9 +188,7 @@ class TorchHandle(Pruner):
         if isinstance(indices, torch.Tensor):  # as a DataLoader yields them: the fast way to numpy
             indices = indices.numpy(force=True)
         weights = self._planned_weights(indices)
-        if weights is None or not (
-            isinstance(losses, torch.Tensor) and losses.ndim == 1 and losses.shape[0] == weights.shape[0]
-        ):
+        if weights is None or not _per_example(losses, weights.shape[0]):
             indices, weights = self._checked_batch(losses, indices)
         weight_tensor = torch.from_numpy(weights)
         if weight_tensor.dtype != losses.dtype or not losses.is_cpu:
@@ -199,10 +197,7 @@ class TorchHandle(Pruner):
             self._name_batch(indices, weights)
         elif self.expects == "loss":
             self._losses.append((indices, losses.detach()))
-            self._pending_batches += 1
-            if self._pending_batches >= _RECORD_EVERY:
-                self._record_scores()
-            self._count_for_sync()
+            self._count_batch()
         return (weight_tensor * losses).mean()
 
     def _planned_weights(self, indices: Any) -> np.ndarray | None:
@@ -233,9 +228,7 @@ class TorchHandle(Pruner):
             self._weight_of = np.zeros(2 * self.num_examples, dtype=np.float32)  # see _planned_weights
             self._weight_of[plan.indices] = plan.weights
             self._weights_epoch = plan.epoch
-        if not (
-            isinstance(losses, torch.Tensor) and losses.ndim == 1 and losses.shape[0] == index_array.shape[0]
-        ):
+        if not _per_example(losses, index_array.shape[0]):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
             hint = ""
             if (
@@ -266,19 +259,23 @@ class TorchHandle(Pruner):
             and np.array_equal(last.indices, indices)
         ):
             return  # the same batch again (truncated BPTT): its scores add up
-        if self.score_kind == "exact" or self._pending_batches >= _RECORD_EVERY:
-            self._record_scores()  # exact: release the raw tensors of the last batch now
+        if self.score_kind == "exact":
+            self._record_scores()  # release the raw tensors of the last batch now
         self._batch = Batch(indices, weights, epoch)
         self._batch_generation = self._generation
-        self._pending_batches += 1
-        self._count_for_sync()
+        self._count_batch()
 
-    def _count_for_sync(self) -> None:
-        """Every 64 batches, all ranks (in step, as under DDP) exchange their scores."""
+    def _count_batch(self) -> None:
+        """A new batch: every 64, the scores waiting are written, and all ranks (in step, as
+        under DDP) exchange their scores. Two counts, as reading the table writes the scores
+        on one rank only."""
+        if self._pending_batches >= _RECORD_EVERY:
+            self._record_scores()
+        self._pending_batches += 1
         self._since_sync += 1
         if self._since_sync >= _RECORD_EVERY:
             self._since_sync = 0
-            if _distributed.world()[0] > 1:
+            if _distributed.active():
                 self.synchronize()
 
     # -- trace bookkeeping (called by the taps) ------------------------------------------
@@ -336,7 +333,7 @@ class TorchHandle(Pruner):
         if self._config["replacement"] and np.unique(indices).size < indices.size:  # repeats
             last = indices.size - 1 - np.unique(indices[::-1], return_index=True)[1]  # the latest wins
             indices, values = indices[last], values[last]
-        if _distributed.world()[0] > 1:
+        if _distributed.active():
             self._outbox.append(self._checked_scores(indices, values))  # written at the next exchange
         else:
             self._record(indices, values)
@@ -353,14 +350,12 @@ class TorchHandle(Pruner):
         """
         self._record_scores()
         self._since_sync = 0
-        if _distributed.world()[0] == 1 and not self._outbox:
+        if not _distributed.active() and not self._outbox:
             return
         outbox, self._outbox = self._outbox, []
         indices = np.concatenate([index for index, _ in outbox]) if outbox else np.zeros(0, np.int64)
         values = np.concatenate([value for _, value in outbox]) if outbox else np.zeros(0)
-        received = (
-            _distributed.exchange(indices, values) if _distributed.world()[0] > 1 else [(indices, values)]
-        )
+        received = _distributed.exchange(indices, values) if _distributed.active() else [(indices, values)]
         for rank_indices, rank_values in received:
             self._record(self._check_indices(rank_indices), rank_values)
 
@@ -390,7 +385,7 @@ class TorchHandle(Pruner):
         """The plan of ``epoch`` (see :meth:`sadp_core.Pruner.plan`); under ``torch.distributed``
         the ranks exchange their scores before a new plan is drawn, so all draw the same."""
         drawn = self._plan
-        if (drawn is None or drawn.epoch != epoch) and _distributed.world()[0] > 1:
+        if (drawn is None or drawn.epoch != epoch) and _distributed.active():
             self.synchronize()
         else:
             self._record_scores()
@@ -398,7 +393,7 @@ class TorchHandle(Pruner):
 
     def update(self, indices: Any, scores: Any) -> None:
         self._record_scores()
-        if _distributed.world()[0] > 1:
+        if _distributed.active():
             self._outbox.append(self._checked_scores(self._check_indices(indices), scores))
         else:
             super().update(indices, scores)
@@ -502,6 +497,11 @@ class TorchHandle(Pruner):
         super().load_state_dict(state)
         self._next_epoch = int(torch_state["next_epoch"]) if torch_state else self._next_epoch
         self._in_progress = None
+
+
+def _per_example(losses: Any, size: int) -> bool:
+    """Whether ``losses`` is a ``[size]`` tensor: one loss per example of the batch."""
+    return isinstance(losses, torch.Tensor) and losses.ndim == 1 and losses.shape[0] == size
 
 
 def _arrays_to_tensors(value: Any) -> Any:

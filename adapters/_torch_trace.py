@@ -36,7 +36,7 @@ class SlotCache:
 
     key: Any = None
     slots: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
-    bias_rows: Any = None
+    bias_terms: float | torch.Tensor = 1.0
 
 
 @dataclass
@@ -111,13 +111,12 @@ class Tap:
         if handle._received:
             handle._generation += 1  # the first forward after a backward: a new trace
             handle._received = False
-        if not handle._checks.done:
-            handle._checks.executed.append(self.name)
         self.recorded += 1
         if output._is_view():
             output = output.clone()  # a hook on a view that is later changed in place would never fire
-        if not handle._checks.done:
-            self.last_output_id = id(output)  # for the BatchNorm check of the first step
+        if not handle._checks.done:  # what the checks of the first step look at
+            handle._checks.executed.append(self.name)
+            self.last_output_id = id(output)
         # a pre-hook on the node that made the output: it gets the error at the output
         node = output.grad_fn
         node.register_prehook(
@@ -181,17 +180,13 @@ def bound_sums(
     key = (layout, tuple(sizes), layers)
     if cache.key != key:
         cache.key = key
-        cache.slots, cache.bias_rows = _slot_index(layout, sizes, [tap.bias for tap in taps])
-    slot, bias_rows = cache.slots, cache.bias_rows
+        cache.slots, cache.bias_terms = _slot_index(layout, sizes, [tap.bias for tap in taps])
     spikes = torch.cat([kept if kept.ndim == 1 else kept.reshape(-1) for _, _, kept, _ in pieces])
     errors = torch.cat([error if error.ndim == 1 else error.reshape(-1) for _, _, _, error in pieces])
     spikes, errors = spikes.cpu(), errors.cpu()
-    if bias_rows is None:  # the terms ||e_t|| sqrt(||s_t||^2 + bias), in place
-        spikes.square_().add_(1.0).sqrt_()
-    elif bias_rows is not False:
-        spikes.square_().add_(bias_rows).sqrt_()
+    spikes.square_().add_(cache.bias_terms).sqrt_()  # the terms ||e_t|| sqrt(||s_t||^2 + bias), in place
     sums = torch.zeros(sum(sizes) * layers, dtype=torch.float32)
-    sums.index_add_(0, slot, errors.mul_(spikes))
+    sums.index_add_(0, cache.slots, errors.mul_(spikes))
     table = sums.numpy().astype(np.float64).reshape(-1, layers)
     starts = np.cumsum(sizes) - sizes
     return [table[start : start + size] for start, size in zip(starts, sizes, strict=True)]
@@ -199,9 +194,9 @@ def bound_sums(
 
 def _slot_index(
     layout: tuple[tuple[int, int, int], ...], sizes: list[int], bias_of_layer: list[bool]
-) -> tuple[torch.Tensor, Any]:
-    """The slot of every row of the pieces, and the bias term of every row (None: all 1,
-    False: all 0, else a tensor)."""
+) -> tuple[torch.Tensor, float | torch.Tensor]:
+    """The slot of every row of the pieces, and the bias term of every row: 1 or 0 for
+    all rows alike, else one per row."""
     layers = len(bias_of_layer)
     rows, batch, layer = (np.array(column, dtype=np.int64) for column in zip(*layout, strict=True))
     piece_of_row = np.repeat(np.arange(len(layout)), rows)
@@ -209,11 +204,10 @@ def _slot_index(
     first = (np.cumsum(size) - size)[batch]
     row_in_piece = np.arange(rows.sum()) - (np.cumsum(rows) - rows)[piece_of_row]
     slots = (first[piece_of_row] + row_in_piece % size[batch][piece_of_row]) * layers + layer[piece_of_row]
-    bias = np.array(bias_of_layer)
-    bias_rows: Any = torch.from_numpy(bias[layer[piece_of_row]].astype(np.float32))
-    if bias.all() or not bias.any():
-        bias_rows = None if bias.all() else False
-    return torch.from_numpy(slots), bias_rows
+    bias = np.array(bias_of_layer, dtype=np.float32)
+    if bias.min() == bias.max():
+        return torch.from_numpy(slots), float(bias[0])
+    return torch.from_numpy(slots), torch.from_numpy(bias[layer[piece_of_row]])
 
 
 def exact_sums(pieces: list[Piece], batches: list[Batch], taps: list[Tap]) -> list[np.ndarray]:
