@@ -87,41 +87,38 @@ GradFn = Callable[[Any, Any, Any, Any], tuple[tuple[jax.Array, jax.Array], Any]]
 # -- the tap ---------------------------------------------------------------------------------
 
 
-@jax.custom_vjp
-def _bound_tap(output: jax.Array, factor: jax.Array, u: jax.Array) -> jax.Array:
-    return output
+def _tap_with(contribution: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[..., jax.Array]:
+    """A ``custom_vjp`` identity ``(output, saved, u) -> output`` whose backward passes the
+    error ``g`` on unchanged and gives ``u`` the cotangent ``contribution(saved, g)``."""
+
+    @jax.custom_vjp
+    def tapped(output: jax.Array, saved: jax.Array, u: jax.Array) -> jax.Array:
+        return output
+
+    def forward(output: jax.Array, saved: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return output, saved
+
+    def backward(saved: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        return g, jnp.zeros_like(saved), contribution(saved, g)
+
+    tapped.defvjp(forward, backward)
+    return tapped
 
 
-def _bound_tap_fwd(output: jax.Array, factor: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return output, factor
-
-
-def _bound_tap_bwd(factor: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _bound_term(factor: jax.Array, g: jax.Array) -> jax.Array:
+    """``sum_t ||g_t|| factor_t`` per example, ``factor = sqrt(||s_t||^2 + 1)`` (``[..., B]``)."""
     batch = factor.shape[-1]
     error_norms = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32)), axis=-1))  # [..., B]
-    per_example = jnp.sum(jnp.reshape(error_norms * factor, (-1, batch)), axis=0)  # [B]
-    return g, jnp.zeros_like(factor), per_example
+    return jnp.sum(jnp.reshape(error_norms * factor, (-1, batch)), axis=0)  # [B]
 
 
-_bound_tap.defvjp(_bound_tap_fwd, _bound_tap_bwd)
+def _exact_term(augmented: jax.Array, g: jax.Array) -> jax.Array:
+    """The example's readout gradient of this call: sum over leading (time) axes of g [s, 1]^T."""
+    return jnp.einsum("...bc,...bf->bcf", g.astype(jnp.float32), augmented)
 
 
-@jax.custom_vjp
-def _exact_tap(output: jax.Array, augmented: jax.Array, u: jax.Array) -> jax.Array:
-    return output
-
-
-def _exact_tap_fwd(output: jax.Array, augmented: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return output, augmented
-
-
-def _exact_tap_bwd(augmented: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    # the example's readout gradient of this call: sum over leading (time) axes of g [s, 1]^T
-    gradient = jnp.einsum("...bc,...bf->bcf", g.astype(jnp.float32), augmented)
-    return g, jnp.zeros_like(augmented), gradient
-
-
-_exact_tap.defvjp(_exact_tap_fwd, _exact_tap_bwd)
+_bound_tap = _tap_with(_bound_term)
+_exact_tap = _tap_with(_exact_term)
 
 
 def tap(output: jax.Array, inputs: jax.Array, u: jax.Array, *, bias: bool = True) -> jax.Array:
