@@ -225,14 +225,9 @@ def plot_accuracy_vs_time(records: list[dict[str, Any]], path: Path) -> None:
             style = {"color": _color(r["method"]), "linewidth": 2 if r["method"] == "full" else 1}
             axis.plot([p["wall_s"] for p in r["curve"]], [100 * p["test_accuracy"] for p in r["curve"]],
                       marker=".", label=label, **style)  # fmt: skip
-        axis.set_title(f"{framework} {model}, r={middle:g}, seed {seed}", fontsize=9)
-        axis.set_xlabel("training wall time (s)")
-        axis.set_ylabel("test accuracy (%, curve test subset)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        _label(axis, f"{framework} {model}, r={middle:g}, seed {seed}", "training wall time (s)",
+               "test accuracy (%, curve test subset)")  # fmt: skip
+    _save(plt, figure, path)
 
 
 def plot_accuracy_vs_share(summary: dict[Key, dict[str, Any]], path: Path) -> None:
@@ -254,11 +249,19 @@ def plot_accuracy_vs_share(summary: dict[Key, dict[str, Any]], path: Path) -> No
                 )
             else:
                 axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=2, label=method, color=_color(method))
-        axis.set_title(f"{framework} {model}", fontsize=9)
-        axis.set_xlabel("share of examples processed")
-        axis.set_ylabel("test accuracy (%)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        _label(axis, f"{framework} {model}", "share of examples processed", "test accuracy (%)")
+    _save(plt, figure, path)
+
+
+def _label(axis: Any, title: str, xlabel: str, ylabel: str) -> None:
+    axis.set_title(title, fontsize=9)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+
+
+def _save(plt: Any, figure: Any, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
