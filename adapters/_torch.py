@@ -4,10 +4,9 @@ Shared by the SpikingJelly and snnTorch adapters, which only say what a spiking 
 in their framework (:class:`TorchFramework`). The handle is a :class:`sadp_core.Pruner`
 that also:
 
-- taps the readout (or, with ``scope="all"``, every Linear and Conv layer): a forward hook
-  keeps the per-step norm of the layer's input and puts a pre-hook on the autograd node
-  that made the output, which keeps the per-step norm of the error reaching it; nothing
-  larger than ``[T, B]`` is kept;
+- taps the readout (or, with ``scope="all"``, every Linear and Conv layer) and keeps the
+  per-step norms of the layer's input and of the error reaching its output; nothing
+  larger than ``[T, B]`` is kept (see :class:`~._torch_trace.Tap`);
 - turns these norms into each example's spike-aware score, undoing the loss weight and the
   batch mean, in one vectorised pass every 64 batches and before anything reads the score
   table, so ``h.scores[idx]`` holds a batch's scores as soon as ``backward()`` returns;
@@ -35,7 +34,6 @@ from ._torch_trace import TAPPABLE, Batch, Piece, SlotCache, Tap, bound_sums, ex
 
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
-_minimum = np.minimum.reduce
 _RECORD_EVERY = 64  # backward passes whose scores wait, as small tensors, for one write
 
 
@@ -62,6 +60,16 @@ class _Checks:
     executed: list[str] = field(default_factory=list)  # tappable layers, in the order they ran
     hooks: list[Any] = field(default_factory=list)  # removed once the checks are made
     done: bool = False
+
+
+@dataclass
+class _Written:
+    """A batch whose scores were written: per-layer sums so far, ``[B, layers]``."""
+
+    epoch: int
+    indices: np.ndarray
+    weights: np.ndarray
+    sums: np.ndarray
 
 
 class TorchHandle(Pruner):
@@ -108,19 +116,18 @@ class TorchHandle(Pruner):
                         f"score='exact' supports Linear layers only; {name!r} is {type(module).__name__}"
                     )
         self._taps: list[Tap] = []
-        self._hooks: list[Any] = []
         self._checks = _Checks(done=True)
         if self.expects == "bound":
             self._taps = [
                 Tap(index, name, module, self, keep_tensors=score == "exact")
                 for index, (name, module) in enumerate(layers)
             ]
-            self._hooks = [tap.hook for tap in self._taps]
             self._install_checks(candidates)
         self._batch: Batch | None = None
+        self._previous_batch: Batch | None = None
         self._batch_generation = 0  # traces older than the current batch's are ignored
-        self._weight_of: np.ndarray | None = None  # plan weight of every example, 0 if not planned
-        self._weights_epoch = -1
+        self._weight_table: torch.Tensor | None = None  # plan weight of every example, 0 if not planned
+        self._weights_plan: Plan | None = None  # the plan _weight_table holds
         self._next_epoch = 0
         self._in_progress: int | None = None
         self._received = False  # a backward pass reached the current trace
@@ -132,6 +139,7 @@ class TorchHandle(Pruner):
         self._losses: list[tuple[np.ndarray, torch.Tensor]] = []  # loss-based methods: their scores
         self._outbox: list[tuple[np.ndarray, np.ndarray]] = []  # scores not yet sent to the other ranks
         self._slots = SlotCache()  # see bound_sums
+        self._last_written: _Written | None = None  # the batch scored last, for truncated BPTT
         self._since_sync = 0  # batches named since the last exchange with the other ranks
 
     # -- data --------------------------------------------------------------------------
@@ -185,49 +193,58 @@ class TorchHandle(Pruner):
         BPTT: same indices, same epoch, ``weighted_loss`` before each) add up their scores.
         For the loss-based methods the losses themselves are the scores, recorded here.
         """
-        if isinstance(indices, torch.Tensor):  # as a DataLoader yields them: the fast way to numpy
-            indices = indices.numpy(force=True)
-        weights = self._planned_weights(indices)
-        if weights is None or not _per_example(losses, weights.shape[0]):
+        # the hot path of every step, kept to one lookup and one count: the weight table is
+        # zero outside the plan, and an index out of range makes the lookup fail
+        table, weights = self._weight_table, None
+        if (
+            table is not None
+            and self._weights_plan is self._plan
+            and isinstance(indices, torch.Tensor)
+            and isinstance(losses, torch.Tensor)
+            and indices.ndim == 1
+            and losses.shape == indices.shape
+        ):
+            try:
+                weights = table.index_select(0, indices)
+            except (IndexError, RuntimeError):  # out of range, not integers, not on the CPU
+                weights = None
+            if weights is not None and int(torch.count_nonzero(weights)) != weights.shape[0]:
+                weights = None  # not all in the plan
+        if weights is None:  # anything else is looked at closely, with clear errors
             indices, weights = self._checked_batch(losses, indices)
-        weight_tensor = torch.from_numpy(weights)
-        if weight_tensor.dtype != losses.dtype or not losses.is_cpu:
-            weight_tensor = weight_tensor.to(dtype=losses.dtype, device=losses.device)
-        if self._taps:
-            self._name_batch(indices, weights)
+        loss_weights = weights
+        if losses.dtype is not torch.float32 or not losses.is_cpu:
+            loss_weights = weights.to(dtype=losses.dtype, device=losses.device)
+        if self._taps:  # name the batch the next backward pass belongs to
+            if self.score_kind == "exact":
+                self._record_scores()  # release the raw tensors of the last batch now
+            plan, generation = self._weights_plan, self._generation
+            self._previous_batch = self._batch
+            self._batch = Batch(
+                indices, weights, plan.epoch if plan is not None else -1, generation, generation
+            )
+            self._batch_generation, self._named = generation, True
+            if self._pending_batches < _RECORD_EVERY and self._since_sync < _RECORD_EVERY - 1:
+                self._pending_batches += 1
+                self._since_sync += 1
+            else:
+                self._count_batch()
         elif self.expects == "loss":
-            self._losses.append((indices, losses.detach()))
+            self._losses.append((indices.numpy(), losses.detach()))
             self._count_batch()
-        return (weight_tensor * losses).mean()
+        return (loss_weights * losses).mean()
 
-    def _planned_weights(self, indices: Any) -> np.ndarray | None:
-        """The plan weights of a batch, or None if anything about it needs a closer look.
-
-        The hot path of every step: one lookup and one reduction. The weight table is twice
-        the data set long and zero outside the plan, so that an index out of range, negative
-        (which wraps into the second half) or not planned this epoch gives a zero weight.
-        """
-        plan, table = self._plan, self._weight_of
-        if plan is None or table is None or self._weights_epoch != plan.epoch:
-            return None
-        if not (isinstance(indices, np.ndarray) and indices.dtype == np.int64 and indices.ndim == 1):
-            return None
-        try:
-            weights = table[indices]
-        except IndexError:
-            return None
-        return weights if _minimum(weights, initial=1.0) > 0 else None
-
-    def _checked_batch(self, losses: Any, indices: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Check a batch in full: its indices, the plan, the losses' shape; clear errors."""
+    def _checked_batch(self, losses: Any, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check a batch in full: its indices, the plan, the losses' shape; clear errors.
+        Gives the indices (int64) and their plan weights, as CPU tensors."""
         index_array = self._check_indices(indices)
         plan = self._plan
         if plan is None:
             raise SADPError("no plan yet: iterate h.batch_sampler(...) (or call h.plan(epoch)) first")
-        if self._weights_epoch != plan.epoch or self._weight_of is None:
-            self._weight_of = np.zeros(2 * self.num_examples, dtype=np.float32)  # see _planned_weights
-            self._weight_of[plan.indices] = plan.weights
-            self._weights_epoch = plan.epoch
+        if self._weights_plan is not plan or self._weight_table is None:
+            table = torch.zeros(self.num_examples, dtype=torch.float32)  # see weighted_loss
+            table[torch.tensor(plan.indices)] = torch.tensor(plan.weights, dtype=torch.float32)
+            self._weight_table, self._weights_plan = table, plan
         if not _per_example(losses, index_array.shape[0]):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
             hint = ""
@@ -241,29 +258,30 @@ class TorchHandle(Pruner):
                 f"losses must be a [B] tensor of per-example losses (reduction='none') matching "
                 f"{index_array.shape[0]} indices, got {shape}{hint}"
             )
-        weights = self._weight_of[index_array]
-        if not weights.min(initial=1.0) > 0:
-            missing = index_array[weights == 0][:5].tolist()
+        index_tensor = torch.tensor(index_array)  # a copy: the caller may change its array
+        weights = self._weight_table[index_tensor]
+        if not weights.numpy().min(initial=1.0) > 0:
+            missing = index_array[weights.numpy() == 0][:5].tolist()
             raise SADPError(f"examples {missing} are not in the plan of epoch {plan.epoch}; use its batches")
-        return index_array, weights
+        return index_tensor, weights
 
-    def _name_batch(self, indices: np.ndarray, weights: np.ndarray) -> None:
-        """``weighted_loss`` names the batch the next backward pass belongs to."""
-        self._named = True
-        epoch, last = self._weights_epoch, self._batch
+    def _continues(self, generation: int) -> bool:
+        """Whether a trace older than the current batch belongs to it all the same: the
+        examples of the batch before were the same (truncated BPTT whose chunks are not
+        detached, so a backward pass reaches the earlier chunks). Checked only when such a
+        trace arrives; the batches are merged when the scores are written."""
+        batch, previous = self._batch, self._previous_batch
+        if batch is None:
+            return False
         if (
-            last is not None
-            and last.epoch == epoch
-            and last.indices.shape == indices.shape
-            and (not indices.size or last.indices[0] == indices[0])
-            and np.array_equal(last.indices, indices)
+            batch.since > generation
+            and previous is not None
+            and previous.epoch == batch.epoch
+            and previous.indices.shape == batch.indices.shape
+            and torch.equal(previous.indices.long(), batch.indices.long())
         ):
-            return  # the same batch again (truncated BPTT): its scores add up
-        if self.score_kind == "exact":
-            self._record_scores()  # release the raw tensors of the last batch now
-        self._batch = Batch(indices, weights, epoch)
-        self._batch_generation = self._generation
-        self._count_batch()
+            batch.since = previous.since
+        return batch.since <= generation
 
     def _count_batch(self) -> None:
         """A new batch: every 64, the scores waiting are written, and all ranks (in step, as
@@ -280,19 +298,16 @@ class TorchHandle(Pruner):
 
     # -- trace bookkeeping (called by the taps) ------------------------------------------
 
-    def _start_piece(self) -> Batch:
-        """A tapped output got its gradient: the batch it belongs to (checked once per pass)."""
-        task, batch = torch._C._current_graph_task_id(), self._batch
-        if task != self._pass or batch is None:
-            if batch is None or not self._named:
-                raise SADPError(
-                    "a backward pass ran without h.weighted_loss(losses, indices) naming its batch; "
-                    "compute every training loss with h.weighted_loss"
-                )
-            if not self._checks.done:
-                self._run_checks()
-            self._pass, self._named, self._received = task, False, True
-        return batch
+    def _start_pass(self) -> None:
+        """A tapped output got its gradient in a new backward pass: check it and its batch."""
+        if self._batch is None or not self._named:
+            raise SADPError(
+                "a backward pass ran without h.weighted_loss(losses, indices) naming its batch; "
+                "compute every training loss with h.weighted_loss"
+            )
+        if not self._checks.done:
+            self._run_checks()
+        self._pass, self._named, self._received = torch._C._current_graph_task_id(), False, True
 
     def _record_scores(self) -> None:
         """Turn the trace pieces gathered since the last call into scores, and write them.
@@ -318,16 +333,24 @@ class TorchHandle(Pruner):
             if self.score_kind == "exact"
             else bound_sums(pieces, batches, self._taps, self._slots)
         )
-        batch_indices, batch_scores = [], []
+        written: list[_Written] = []
+        last = self._last_written
         for batch, sums in zip(batches, per_layer, strict=True):
-            if batch.totals is not None:
-                sums = sums + batch.totals
-            batch.totals = sums
+            indices = batch.indices.numpy().astype(np.int64, copy=False)
+            if last is not None and last.epoch == batch.epoch and np.array_equal(last.indices, indices):
+                sums = sums + last.sums  # the same batch again (truncated BPTT): its scores add up
+                if written and written[-1] is last:
+                    written.pop()
+            last = _Written(batch.epoch, indices, batch.weights.numpy().astype(np.float64), sums)
+            written.append(last)
+        self._last_written = last
+        scores = []
+        for entry in written:
+            sums = entry.sums
             combined = sums[:, 0] if sums.shape[1] == 1 else np.sqrt(np.square(sums).sum(1))
             # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
-            batch_scores.append(combined * (batch.indices.shape[0] / batch.weights.astype(np.float64)))
-            batch_indices.append(batch.indices)
-        self._write(np.concatenate(batch_indices), np.concatenate(batch_scores))
+            scores.append(combined * (entry.indices.shape[0] / entry.weights))
+        self._write(np.concatenate([entry.indices for entry in written]), np.concatenate(scores))
 
     def _write(self, indices: np.ndarray, values: np.ndarray) -> None:
         if self._config["replacement"] and np.unique(indices).size < indices.size:  # repeats
@@ -410,23 +433,37 @@ class TorchHandle(Pruner):
             )
 
     def _install_checks(self, candidates: list[tuple[str, nn.Module]]) -> None:
-        """On the first step: is the readout the last layer run? Does BatchNorm follow a tap?"""
+        """On the first step: is the readout the last layer run? Does BatchNorm follow a tap?
+
+        Global module hooks, filtered to this model's layers and removed after the first
+        step: nothing is added to the model's own modules, which stay picklable.
+        """
         self._checks = _Checks()
+        watched: dict[int, str] = {}
         if self._auto_readout and self.scope == "readout":
             tapped = {tap.name for tap in self._taps}
-            for name, module in candidates:
-                if name not in tapped:
-                    self._checks.hooks.append(
-                        module.register_forward_hook(lambda m, a, o, name=name: self._note_candidate(name))
-                    )
-        tap_outputs = self._taps
-        for name, module in self.model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self._checks.hooks.append(
-                    module.register_forward_pre_hook(
-                        lambda m, args, name=name: _warn_if_normalises_tap(m, args, name, tap_outputs)
-                    )
-                )
+            watched = {id(module): name for name, module in candidates if name not in tapped}
+        norms = {
+            id(module): name
+            for name, module in self.model.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        }
+        taps = self._taps
+
+        def note_candidate(module: nn.Module, args: Any, output: Any) -> None:
+            name = watched.get(id(module))
+            if name is not None:
+                self._note_candidate(name)
+
+        def check_norm(module: nn.Module, args: tuple[Any, ...]) -> None:
+            name = norms.get(id(module))
+            if name is not None:
+                _warn_if_normalises_tap(module, args, name, taps)
+
+        if watched:
+            self._checks.hooks.append(nn.modules.module.register_module_forward_hook(note_candidate))
+        if norms:
+            self._checks.hooks.append(nn.modules.module.register_module_forward_pre_hook(check_norm))
 
     def _note_candidate(self, name: str) -> None:
         recomputing = torch._C._current_graph_task_id() != -1  # a checkpoint inside backward
@@ -452,14 +489,17 @@ class TorchHandle(Pruner):
     # -- life cycle --------------------------------------------------------------------
 
     def detach(self) -> None:
-        """Remove every hook; the model is as it was before ``attach``.
+        """Remove every hook and restore the tapped layers' classes: the model is as it was
+        before ``attach``.
 
         Under ``torch.distributed`` call it on every rank: the ranks exchange their last scores.
         """
         self.synchronize()
-        for hook in [*self._hooks, *self._checks.hooks]:
+        for tap in self._taps:
+            tap.remove()
+        for hook in self._checks.hooks:
             hook.remove()
-        self._hooks.clear()
+        self._checks.hooks.clear()
         self._taps = []
 
     def __enter__(self) -> TorchHandle:

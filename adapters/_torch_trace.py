@@ -1,30 +1,43 @@
-"""The trace of the torch handle: the hooks on the tapped layers, and the scores they give.
+"""The trace of the torch handle: the taps on the traced layers, and the scores they give.
 
 A :class:`Tap` sits on one Linear or Conv layer. Each call of the layer in a training
-forward pass keeps the norm of its input per (time step, example) row and puts a pre-hook
-on the autograd node that made the output; when the error reaches the output, the hook
-hands the handle a *piece* of trace, ``(batch, layer, input norms, error norms)``.
-:func:`bound_sums` turns the pieces of many batches into per-example, per-layer spike-aware
-bounds in one vectorised pass; :func:`exact_sums` gives exact Linear gradient norms instead
-(``score="exact"``, where pieces hold the raw inputs and errors).
+forward pass leaves, once the error reaches its output, a *piece* of trace:
+``(batch, layer, input norms, error norms)``. A plain Linear layer is traced by a class
+swap (its forward becomes :class:`_TracedLinear`, whose backward takes both norms); any
+other layer by a forward hook and a pre-hook on the autograd node of its output.
+:func:`bound_sums` turns the pieces of many batches into per-example, per-layer
+spike-aware bounds in one vectorised pass; :func:`exact_sums` gives exact Linear gradient
+norms instead (``score="exact"``, where pieces hold the raw inputs and errors).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.scores import exact_readout_score
 
-__all__ = ["FEATURE_DIMS", "TAPPABLE", "Batch", "Piece", "SlotCache", "Tap", "bound_sums", "exact_sums"]
+__all__ = [
+    "FEATURE_DIMS",
+    "TAPPABLE",
+    "Batch",
+    "Piece",
+    "SlotCache",
+    "Tap",
+    "bound_sums",
+    "exact_sums",
+    "is_traced",
+]
 
 TAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 FEATURE_DIMS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}
@@ -39,14 +52,15 @@ class SlotCache:
     bias_terms: float | torch.Tensor = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
-    """The batch whose trace is being recorded: set by ``weighted_loss``."""
+    """A batch named by ``weighted_loss``: the trace recorded next belongs to it."""
 
-    indices: np.ndarray
-    weights: np.ndarray  # its plan weights: the captured error is (w_i / B) dL_i/do
+    indices: torch.Tensor  # [B] integers on the CPU
+    weights: torch.Tensor  # [B] its plan weights: the captured error is (w_i / B) dL_i/do
     epoch: int
-    totals: np.ndarray | None = None  # [B, layers] per-layer scores written so far (truncated BPTT)
+    generation: int  # the trace it was named at: traces older than this are another batch's...
+    since: int  # ...unless they are as old as this: the same examples named again (truncated BPTT)
 
 
 Piece = tuple[Batch, int, torch.Tensor, torch.Tensor]  # batch, layer, input norms, error norms
@@ -60,16 +74,24 @@ def feature_dims(module: nn.Module) -> int:
 
 
 class Tap:
-    """Forward hook and output-gradient hooks on one Linear or Conv layer.
+    """The trace of one Linear or Conv layer.
 
-    Each call of the layer in a training forward pass keeps one small tensor, the norm of
-    its input per (time step, example) row, and hooks its output; when the output's
-    gradient arrives, the hook hands the handle a *piece* of the trace: those input norms
-    with the norms of the error, ``[rows]`` each. Nothing larger is kept (with
-    ``score="exact"``, the raw input and error instead). For a convolution the weight
-    gradient sums over ``P`` output positions, each input element feeding at most
-    ``k = kh * kw`` of them, so ``||[dW, db]|| <= ||e|| sqrt(k ||s||^2 + P)`` per step: the
-    bound's form with ``s * sqrt(k / P)`` and ``e * sqrt(P)``, which is what is stored.
+    Each call of the layer in a training forward pass leaves, once the error reaches its
+    output, a *piece* of the trace: the norm of the layer's input and the norm of the error
+    at its output per (time step, example) row, ``[rows]`` each. Nothing larger is kept
+    (with ``score="exact"``, the raw input and error instead).
+
+    A plain Linear layer is traced by swapping its class for a subclass whose forward is
+    :class:`_TracedLinear`, an ``autograd.Function`` that computes the layer itself and
+    takes both norms in its backward: no hook, and the input is the one autograd keeps for
+    the weight gradient anyway. Any other layer (a Conv, a Linear subclass with its own
+    forward), and any call under ``torch.compile``, is traced by a forward hook that keeps
+    the input norm and puts a pre-hook on the autograd node that made the output.
+
+    For a convolution the weight gradient sums over ``P`` output positions, each input
+    element feeding at most ``k = kh * kw`` of them, so ``||[dW, db]|| <= ||e|| sqrt(k ||s||^2 + P)``
+    per step: the bound's form with ``s * sqrt(k / P)`` and ``e * sqrt(P)``, which is what is
+    stored.
     """
 
     def __init__(self, index: int, name: str, module: nn.Module, handle: Any, keep_tensors: bool) -> None:
@@ -83,7 +105,49 @@ class Tap:
         self.recorded = 0  # calls traced (outside a backward pass)
         self.last_output_id = -1
         self.warned_reentrant = False
-        self.hook = module.register_forward_hook(self._forward)
+        self.original_class: type[nn.Module] | None = None
+        self.hook: Any = None
+        if type(module).forward is nn.Linear.forward:  # a plain Linear: its class is swapped
+            self.original_class = type(module)
+            module.__class__ = _traced_class(self, type(module))
+        else:
+            self.hook = module.register_forward_hook(self._forward)
+
+    def remove(self) -> None:
+        """Stop tracing: the layer's class and hooks are as before."""
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+        if self.original_class is not None:
+            self.module.__class__ = self.original_class
+            self.original_class = None
+
+    # -- a plain Linear: the traced class --------------------------------------------------
+
+    def linear(self, module: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+        """The forward of a traced Linear layer, where the hot path in its class does not apply:
+        not training, the first step (its checks), autocast, checkpoints, ``torch.compile``."""
+        weight: torch.Tensor = module.weight
+        bias: torch.Tensor | None = module.bias
+        if not (module.training and torch.is_grad_enabled()):
+            return F.linear(inputs, weight, bias)  # no gradient will come
+        if torch.compiler.is_compiling() or _functorch_active():  # a backward with side effects: hooks
+            output = F.linear(inputs, weight, bias)
+            hooked = self._forward(module, (inputs,), output)
+            return output if hooked is None else hooked
+        if inputs.ndim != 2 and inputs.ndim != 3:
+            raise self._shape_error(inputs)
+        if _any_autocast():
+            inputs, weight, bias = _autocast(inputs, weight, bias)
+        if _graph_task() != -1:  # a checkpoint recomputing inside backward
+            self._warn_reentrant()
+            return _apply_traced(inputs, weight, bias, None, 0)  # the same saved tensors, no trace
+        traced = _apply_traced(inputs, weight, bias, self, self._note_call())
+        if not self.handle._checks.done:
+            self.last_output_id = id(traced)
+        return traced
+
+    # -- any other layer: the hooks --------------------------------------------------------
 
     def _forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         # no gradient will come without training mode, grad mode and an output that needs one
@@ -95,44 +159,26 @@ class Tap:
         inputs = args[0].detach()
         lead = inputs.ndim - self.feature_dims
         if lead != 1 and lead != 2:
-            raise SADPError(
-                f"layer {self.name!r} got input of shape {tuple(inputs.shape)}: expected [rows, features] "
-                "(single-step, or time and batch flattened time-major) or [T, B, features] (multi-step)"
-            )
+            raise self._shape_error(inputs)
         positions = 1
         if self.keep_tensors:
             kept = inputs
         else:
-            kept = torch.linalg.vector_norm(inputs, dim=self.feature_axes[lead], dtype=torch.float32)
+            kept = _row_norms(inputs, self.feature_axes[lead])
             if self.feature_dims > 1:
                 positions = math.prod(output.shape[lead + 1 :])
                 kept = kept * math.sqrt(self.kernel_area / positions)
-        handle = self.handle
-        if handle._received:
-            handle._generation += 1  # the first forward after a backward: a new trace
-            handle._received = False
-        self.recorded += 1
+        generation = self._note_call()
         if output._is_view():
             output = output.clone()  # a hook on a view that is later changed in place would never fire
-        if not handle._checks.done:  # what the checks of the first step look at
-            handle._checks.executed.append(self.name)
+        if not self.handle._checks.done:
             self.last_output_id = id(output)
         # a pre-hook on the node that made the output: it gets the error at the output
         node = output.grad_fn
         node.register_prehook(
-            partial(self._backward, kept, lead, math.sqrt(positions), handle._generation, output.output_nr)
+            partial(self._backward, kept, lead, math.sqrt(positions), generation, output.output_nr)
         )
         return output
-
-    def _warn_reentrant(self) -> None:
-        if not self.recorded and not self.warned_reentrant:
-            self.warned_reentrant = True
-            warnings.warn(
-                f"layer {self.name!r} runs only inside backward (a checkpoint with use_reentrant=True): "
-                "its trace cannot be recorded and its scores stay unset; use use_reentrant=False",
-                SADPWarning,
-                stacklevel=3,
-            )
 
     def _backward(
         self,
@@ -143,24 +189,210 @@ class Tap:
         output_nr: int,
         grads: tuple[torch.Tensor | None, ...],
     ) -> None:
-        handle, grad = self.handle, grads[output_nr]
-        if grad is None or generation < handle._batch_generation:
-            return  # no error reached this output, or the graph of an earlier batch ran again
-        batch = handle._start_piece()
+        grad = grads[output_nr]
+        if grad is not None:  # else no error reached this output
+            self.receive(kept, grad, lead, scale, generation)
+
+    # -- both ------------------------------------------------------------------------------
+
+    def _note_call(self) -> int:
+        """A call in a training forward pass: the number of the trace it belongs to."""
+        handle = self.handle
+        if handle._received:
+            handle._generation += 1  # the first forward after a backward: a new trace
+            handle._received = False
+        self.recorded += 1
+        if not handle._checks.done:  # what the checks of the first step look at
+            handle._checks.executed.append(self.name)
+        generation: int = handle._generation
+        return generation
+
+    def receive(
+        self, kept: torch.Tensor, grad: torch.Tensor, lead: int, scale: float, generation: int
+    ) -> None:
+        """The error reached the output of a traced call: hand the handle its piece.
+
+        ``kept`` is the input norms, or the input itself where the tap takes its norm only
+        now (a traced Linear) or keeps it (``score="exact"``).
+        """
+        handle = self.handle
+        if generation < handle._batch_generation and not handle._continues(generation):
+            return  # the graph of an earlier batch ran again
+        if _graph_task() != handle._pass:
+            handle._start_pass()
+        batch = handle._batch
         size = batch.indices.shape[0]
-        if (grad.shape[1] != size) if lead == 2 else (grad.shape[0] % size):
+        if lead == 1:
+            wrong = grad.shape[0] % size
+        elif lead == 2:
+            wrong = grad.shape[1] != size
+        else:
+            raise self._shape_error(kept)
+        if wrong:
             raise SADPError(
                 f"layer {self.name!r} got output of shape {tuple(grad.shape)} for a batch of {size}: "
                 "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
                 "this batch's indices"
             )
         if self.keep_tensors:
-            errors = grad.detach()
+            kept, errors = kept.detach(), grad.detach()
         else:
-            errors = torch.linalg.vector_norm(grad, dim=self.feature_axes[lead], dtype=torch.float32)
+            if kept.ndim > lead:
+                kept = _row_norms(kept, (-1,))
+            errors = _row_norms(grad, self.feature_axes[lead])
             if scale != 1.0:
                 errors = errors * scale
         handle._pieces.append((batch, self.index, kept, errors))
+
+    def receive_linear(self, inputs: torch.Tensor, grad: torch.Tensor, generation: int) -> None:
+        """:meth:`receive` for a traced Linear layer, lean: the hot path of every backward."""
+        handle = self.handle
+        if (
+            self.keep_tensors
+            or generation < handle._batch_generation
+            or grad.ndim != 2
+            or grad.dtype is not torch.float32
+        ):
+            self.receive(inputs, grad, grad.ndim - 1, 1.0, generation)  # every other case
+            return
+        task = _graph_task()
+        if task != handle._pass:  # the first piece of a backward pass
+            if handle._named and handle._checks.done:
+                handle._pass, handle._named, handle._received = task, False, True
+            else:
+                handle._start_pass()  # checks, or a clear error
+        batch = handle._batch
+        if grad.shape[0] % batch.indices.shape[0]:
+            self.receive(inputs, grad, 1, 1.0, generation)  # raises
+        norm = torch.linalg.vector_norm
+        handle._pieces.append((batch, self.index, norm(inputs, dim=-1), norm(grad, dim=-1)))
+
+    def _shape_error(self, inputs: torch.Tensor) -> SADPError:
+        return SADPError(
+            f"layer {self.name!r} got input of shape {tuple(inputs.shape)}: expected [rows, features] "
+            "(single-step, or time and batch flattened time-major) or [T, B, features] (multi-step)"
+        )
+
+    def _warn_reentrant(self) -> None:
+        if not self.recorded and not self.warned_reentrant:
+            self.warned_reentrant = True
+            warnings.warn(
+                f"layer {self.name!r} runs only inside backward (a checkpoint with use_reentrant=True): "
+                "its trace cannot be recorded and its scores stay unset; use use_reentrant=False",
+                SADPWarning,
+                stacklevel=4,
+            )
+
+
+_any_autocast = torch._C._is_any_autocast_enabled
+_graph_task = torch._C._current_graph_task_id  # -1 outside a backward pass
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+class _TracedLinear(torch.autograd.Function):
+    """``F.linear`` whose backward also hands ``tap`` the trace of the call (if not None)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        inputs: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        tap: Tap | None,
+        generation: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.tap, ctx.generation = tap, generation
+        return F.linear(inputs, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight = ctx.saved_tensors
+        needs_input, needs_weight, needs_bias, _, _ = ctx.needs_input_grad
+        if grad.ndim == 2:
+            grad_input = grad.mm(weight) if needs_input else None
+            grad_weight = grad.t().mm(inputs) if needs_weight else None
+            grad_bias = grad.sum(0) if needs_bias else None
+        else:  # [T, B, features] (or more axes: refused by the tap)
+            rows = grad.reshape(-1, grad.shape[-1])
+            grad_input = grad.matmul(weight) if needs_input else None
+            grad_weight = rows.t().mm(inputs.reshape(-1, inputs.shape[-1])) if needs_weight else None
+            grad_bias = rows.sum(0) if needs_bias else None
+        tap = ctx.tap
+        if tap is not None:
+            tap.receive_linear(inputs, grad, ctx.generation)
+        return grad_input, grad_weight, grad_bias, None, None
+
+
+# Function.apply without its functorch handling (no transform is active where it is called)
+_apply_traced = cast("Callable[..., torch.Tensor]", super(torch.autograd.Function, _TracedLinear).apply)
+
+
+def _row_norms(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """The float32 norms of ``tensor`` over ``axes``."""
+    norms: torch.Tensor = (
+        torch.linalg.vector_norm(tensor, dim=axes)
+        if tensor.dtype is torch.float32
+        else torch.linalg.vector_norm(tensor, dim=axes, dtype=torch.float32)
+    )
+    return norms
+
+
+def _autocast(
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The operands of a Linear layer cast as autocast casts them, if it is on for their device."""
+    device = inputs.device.type
+    if not torch.is_autocast_enabled(device):
+        return inputs, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+    return inputs.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
+def is_traced(module: nn.Module) -> bool:
+    """Whether ``module``'s class is a traced subclass made by a tap (see :class:`Tap`)."""
+    return bool(getattr(type(module), "_sadp_traced", False))
+
+
+def _traced_class(tap: Tap, original: type[nn.Module]) -> type[nn.Module]:
+    """A subclass of ``original`` whose forward is traced by ``tap``.
+
+    It has the original's name, and pickles (``torch.save``, ``copy.deepcopy``) as the
+    original class: a copy of an attached model is a plain model.
+    """
+
+    handle = tap.handle
+
+    def forward(self: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+        # the hot path of every call, kept lean: a training step once the first one is checked
+        if (
+            self.training
+            and handle._checks.done
+            and not _any_autocast()
+            and _graph_task() == -1
+            and not _functorch_active()
+        ):
+            if handle._received:  # the first call after a backward pass: a new trace
+                handle._generation += 1
+                handle._received = False
+            return _apply_traced(inputs, self.weight, self.bias, tap, handle._generation)
+        return tap.linear(self, inputs)
+
+    def __reduce_ex__(self: nn.Module, protocol: Any) -> Any:
+        # as the original class would reduce, made by object.__new__ (pickle refuses a
+        # copyreg.__newobj__ of a class other than the object's), so loading needs no sadp_core
+        _, arguments, *rest = cast(tuple[Any, ...], object.__reduce_ex__(self, max(2, protocol)))
+        return (object.__new__, (original, *arguments[1:]), *rest)
+
+    namespace = {
+        "_sadp_traced": True,
+        "forward": forward,
+        "__reduce_ex__": __reduce_ex__,
+        "__module__": original.__module__,
+        "__qualname__": original.__qualname__,
+    }
+    traced: type[nn.Module] = type(original.__name__, (original,), namespace)
+    return traced
 
 
 def bound_sums(

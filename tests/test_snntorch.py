@@ -23,6 +23,7 @@ import snntorch.utils
 import torch
 import torch.nn.functional as F
 from sadp_core.adapters import snntorch as snntorch_adapter
+from sadp_core.adapters._torch_trace import is_traced
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -51,12 +52,14 @@ def reset_states(net: nn.Module) -> None:
 
 
 def hook_count(net: nn.Module) -> int:
-    """Module hooks of every kind on every submodule of ``net``."""
+    """Module hooks of every kind on every submodule of ``net``, plus the submodules whose
+    class the handle swapped for a traced one."""
     return sum(
         len(m._forward_hooks)
         + len(m._forward_pre_hooks)
         + len(m._backward_hooks)
         + len(m._backward_pre_hooks)
+        + is_traced(m)
         for m in net.modules()
     )
 
@@ -748,15 +751,61 @@ def test_context_manager_detaches() -> None:
 
 
 def test_bound_holds_under_torch_compile() -> None:
-    """torch.compile(model) after attach (default backend, CPU): the bound still holds."""
+    """torch.compile(model) after attach (default backend, CPU): the bound holds on the
+    first step (its checks) and on the steps after it (the traced Linear's hot path)."""
     case = EXPLICIT
     net, reference, x, y, h = setup(case)
     compiled = torch.compile(net)
-    idx = first_batch(h)
-    losses = case.loss(compiled(x[idx]), y[idx])
-    h.weighted_loss(losses, idx).backward()
-    scores = np.array(h.scores[idx])
-    assert_bound(scores, true_norms(case, reference, x[idx], y[idx], [case.readout]))
+    plan = h.plan(0)
+    for step in range(2):
+        idx = np.array(plan.indices[step * BATCH : (step + 1) * BATCH])
+        losses = case.loss(compiled(x[idx]), y[idx])
+        h.weighted_loss(losses, torch.as_tensor(idx)).backward()
+        assert_bound(np.array(h.scores[idx]), true_norms(case, reference, x[idx], y[idx], [case.readout]))
+
+
+def test_tensor_and_array_indices_give_the_same_scores() -> None:
+    """Indices as a tensor (as a DataLoader yields them: weighted_loss's fast path) and as a
+    numpy array (its fully checked path) give the same weights, loss and scores."""
+    case = EXPLICIT
+    net, reference, x, y, h = setup(case)
+    other = copy.deepcopy(reference)
+    h_other = sadp_core.attach(other, num_examples=N, epochs=4)
+    plan, plan_other = h.plan(0), h_other.plan(0)
+    np.testing.assert_array_equal(plan.indices, plan_other.indices)
+    for step in range(3):
+        idx = np.array(plan.indices[step * BATCH : (step + 1) * BATCH])
+        fast = h.weighted_loss(case.loss(case.run(net, x[idx]), y[idx]), torch.as_tensor(idx))
+        checked = h_other.weighted_loss(case.loss(case.run(other, x[idx]), y[idx]), idx)
+        assert fast.item() == checked.item()
+        fast.backward()
+        checked.backward()
+        np.testing.assert_array_equal(h.scores[idx], h_other.scores[idx])
+
+
+def test_attached_model_copies_and_pickles_as_the_plain_model() -> None:
+    """The readout's class is swapped while attached; copy.deepcopy and torch.save give the
+    plain class back (a copy is not attached), and detach restores it on the model itself."""
+    case = EXPLICIT
+    net, _, x, _, h = setup(case)
+    readout = net.get_submodule(h.readout_name)
+    assert is_traced(readout) and isinstance(readout, nn.Linear)
+    assert type(readout).__name__ == "Linear" and repr(readout).startswith("Linear(")
+    copied = copy.deepcopy(net)  # (snnTorch's surrogates keep a whole model from pickling)
+    assert type(copied.get_submodule(h.readout_name)) is nn.Linear
+    reset_states(copied)
+    reset_states(net)
+    with torch.no_grad():
+        torch.testing.assert_close(case.run(copied, x[:4]), case.run(net, x[:4]))
+    buffer = io.BytesIO()
+    torch.save(readout, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded) is nn.Linear
+    torch.testing.assert_close(loaded.state_dict(), readout.state_dict())
+    assert is_traced(net.get_submodule(h.readout_name))
+    h.detach()
+    assert type(net.get_submodule(h.readout_name)) is nn.Linear
 
 
 # -- 8. truncated BPTT ---------------------------------------------------------------------

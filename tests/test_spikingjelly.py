@@ -629,9 +629,10 @@ def test_forgetting_weighted_loss_on_a_same_size_batch_does_not_corrupt_scores()
 # -- 8. life cycle ----------------------------------------------------------------------
 
 
-def hook_counts(model: nn.Module) -> list[tuple[str, int, int, int]]:
+def hook_counts(model: nn.Module) -> list[tuple[str, type, int, int, int]]:
+    """Per submodule: its class (which the handle swaps on a traced Linear) and its hooks."""
     return [
-        (name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        (name, type(m), len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
         for name, m in model.named_modules()
     ]
 
