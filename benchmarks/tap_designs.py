@@ -7,11 +7,12 @@ four copies trained side by side on the same batches, each in every position in 
 
 - ``plain``: no trace;
 - ``bare hooks``: a forward hook takes the input norm and hooks the output for the error
-  norm (what the handle does today, without its bookkeeping);
+  norm (what the handle did before it swapped the readout's class, without its bookkeeping);
 - ``identity fn``: a forward hook wraps the output in an identity ``autograd.Function``
   whose backward takes both norms;
 - ``linear fn``: the readout's class is swapped for one whose forward is an
-  ``autograd.Function`` computing the Linear itself, and both norms in its backward.
+  ``autograd.Function`` computing the Linear itself, and both norms in its backward (the
+  mechanism the handle now uses for a plain Linear readout).
 
 Prints the median per-step ratio of each over ``plain``. The norms are computed and
 dropped: this measures the mechanism, not the handle (no scores, no checks).
