@@ -244,29 +244,6 @@ class Tap:
                 errors = errors * scale
         handle._pieces.append((batch, self.index, kept, errors))
 
-    def receive_linear(self, inputs: torch.Tensor, grad: torch.Tensor, generation: int) -> None:
-        """:meth:`receive` for a traced Linear layer, lean: the hot path of every backward."""
-        handle = self.handle
-        if (
-            self.keep_tensors
-            or generation < handle._batch_generation
-            or grad.ndim != 2
-            or grad.dtype is not torch.float32
-        ):
-            self.receive(inputs, grad, grad.ndim - 1, 1.0, generation)  # every other case
-            return
-        task = _graph_task()
-        if task != handle._pass:  # the first piece of a backward pass
-            if handle._named and handle._checks.done:
-                handle._pass, handle._named, handle._received = task, False, True
-            else:
-                handle._start_pass()  # checks, or a clear error
-        batch = handle._batch
-        if grad.shape[0] % batch.indices.shape[0]:
-            self.receive(inputs, grad, 1, 1.0, generation)  # raises
-        norm = torch.linalg.vector_norm
-        handle._pieces.append((batch, self.index, norm(inputs, dim=-1), norm(grad, dim=-1)))
-
     def _shape_error(self, inputs: torch.Tensor) -> SADPError:
         return SADPError(
             f"layer {self.name!r} got input of shape {tuple(inputs.shape)}: expected [rows, features] "
@@ -287,6 +264,7 @@ class Tap:
 _any_autocast = torch._C._is_any_autocast_enabled
 _graph_task = torch._C._current_graph_task_id  # -1 outside a backward pass
 _functorch_active = torch._C._are_functorch_transforms_active
+_vector_norm = torch.linalg.vector_norm
 
 
 class _TracedLinear(torch.autograd.Function):
@@ -318,14 +296,40 @@ class _TracedLinear(torch.autograd.Function):
             grad_input = grad.matmul(weight) if needs_input else None
             grad_weight = rows.t().mm(inputs.reshape(-1, inputs.shape[-1])) if needs_weight else None
             grad_bias = rows.sum(0) if needs_bias else None
-        tap = ctx.tap
-        if tap is not None:
-            tap.receive_linear(inputs, grad, ctx.generation)
+        if ctx.tap is not None:
+            ctx.tap.receive(inputs, grad, grad.ndim - 1, 1.0, ctx.generation)
         return grad_input, grad_weight, grad_bias, None, None
+
+
+class _LeanTracedLinear(torch.autograd.Function):
+    """:class:`_TracedLinear` for the common case, kept lean as it runs on every call: a
+    float32 ``[rows, features]`` input that needs a gradient, a bias, the bound score."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tap: Tap
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.tap, ctx.generation = tap, tap.handle._generation
+        return F.linear(inputs, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight = ctx.saved_tensors
+        tap = ctx.tap
+        handle = tap.handle
+        if ctx.generation >= handle._batch_generation and _graph_task() == handle._pass:
+            handle._pieces.append(
+                (handle._batch, tap.index, _vector_norm(inputs, dim=-1), _vector_norm(grad, dim=-1))
+            )
+        else:  # the first call of a pass (its checks), an earlier graph, an error
+            tap.receive(inputs, grad, 1, 1.0, ctx.generation)
+        return grad.mm(weight), grad.t().mm(inputs), grad.sum(0), None
 
 
 # Function.apply without its functorch handling (no transform is active where it is called)
 _apply_traced = cast("Callable[..., torch.Tensor]", super(torch.autograd.Function, _TracedLinear).apply)
+_apply_lean = cast("Callable[..., torch.Tensor]", super(torch.autograd.Function, _LeanTracedLinear).apply)
 
 
 def _row_norms(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
@@ -362,6 +366,7 @@ def _traced_class(tap: Tap, original: type[nn.Module]) -> type[nn.Module]:
     """
 
     handle = tap.handle
+    lean = tap.bias and not tap.keep_tensors  # see _LeanTracedLinear
 
     def forward(self: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
         # the hot path of every call, kept lean: a training step once the first one is checked
@@ -375,6 +380,8 @@ def _traced_class(tap: Tap, original: type[nn.Module]) -> type[nn.Module]:
             if handle._received:  # the first call after a backward pass: a new trace
                 handle._generation += 1
                 handle._received = False
+            if lean and inputs.ndim == 2 and inputs.dtype is torch.float32 and inputs.requires_grad:
+                return _apply_lean(inputs, self.weight, self.bias, tap)
             return _apply_traced(inputs, self.weight, self.bias, tap, handle._generation)
         return tap.linear(self, inputs)
 
@@ -433,6 +440,13 @@ def _slot_index(
     rows, batch, layer = (np.array(column, dtype=np.int64) for column in zip(*layout, strict=True))
     piece_of_row = np.repeat(np.arange(len(layout)), rows)
     size = np.array(sizes, dtype=np.int64)
+    if np.any(rows % size[batch]):  # (the first call of each pass is checked as it comes)
+        wrong = int(np.flatnonzero(rows % size[batch])[0])
+        raise SADPError(
+            f"a traced layer gave {rows[wrong]} rows of trace for a batch of {size[batch[wrong]]}: "
+            "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
+            "this batch's indices"
+        )
     first = (np.cumsum(size) - size)[batch]
     row_in_piece = np.arange(rows.sum()) - (np.cumsum(rows) - rows)[piece_of_row]
     slots = (first[piece_of_row] + row_in_piece % size[batch][piece_of_row]) * layers + layer[piece_of_row]

@@ -701,17 +701,51 @@ def test_bad_batches_are_rejected_and_leave_the_table_intact() -> None:
     plan = h.plan(0)
     assert plan.phase == "prune" and len(plan.indices) == N // 2
     outside = np.setdiff1d(np.arange(N), plan.indices)[:4]
-    with pytest.raises(SADPError, match="not in the plan"):
-        h.weighted_loss(losses, outside)
-    with pytest.raises(SADPError, match=r"\[0, 48\)"):
-        h.weighted_loss(losses, np.array([0, 1, 2, N]))
     inside = np.array(plan.indices[:4])
-    for wrong in (losses[:3], losses[:, None], losses.sum(), torch.stack([losses, losses])):
-        with pytest.raises(SADPError, match="losses must be a \\[B\\] tensor"):
-            h.weighted_loss(wrong, inside)
+    h.weighted_loss(losses, torch.as_tensor(inside))  # the weight table of this plan is made
+    for as_given in (np.asarray, torch.as_tensor):  # the checked path, and the fast one
+        with pytest.raises(SADPError, match="not in the plan"):
+            h.weighted_loss(losses, as_given(outside))
+        for beyond in ([0, 1, 2, N], [0, 1, 2, -1]):
+            with pytest.raises(SADPError, match=r"\[0, 48\)"):
+                h.weighted_loss(losses, as_given(np.array(beyond)))
+        for wrong in (losses[:3], losses[:, None], losses.sum(), torch.stack([losses, losses])):
+            with pytest.raises(SADPError, match="losses must be a \\[B\\] tensor"):
+                h.weighted_loss(wrong, as_given(inside))
+    h._record_scores()  # (the one good call above named a batch but no backward ran)
     with pytest.raises(SADPError, match="num_examples=48"):
         h.indexed(TensorDataset(x[:-1], y[:-1]))
     assert np.all(np.isnan(h.scores))
+
+
+def test_a_readout_call_with_rows_not_of_the_batch_is_refused() -> None:
+    """A readout called on rows that are not a whole number of batches, after the first
+    step, in a call that is not the first to get its error in the backward pass (so the lean
+    path takes it): the error comes when the scores are written."""
+
+    class TwoCalls(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.lif1 = nn.Linear(FEATURES, HIDDEN), snntorch.Leaky(beta=0.9)
+            self.fc2 = nn.Linear(HIDDEN, CLASSES)
+            self.extra_row = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spikes, _ = self.lif1(self.fc1(x), self.lif1.init_leaky())
+            rows = torch.cat([spikes, spikes[:1]]) if self.extra_row else spikes
+            first = self.fc2(rows)[: x.shape[0]]  # its error arrives last in the backward pass
+            return self.fc2(spikes) + first
+
+    net = TwoCalls()
+    h = sadp_core.attach(net, num_examples=N, epochs=2, readout="fc2")
+    idx = torch.as_tensor(first_batch(h))
+    x, y = torch.rand(N, FEATURES), torch.randint(0, CLASSES, (N,))
+    h.weighted_loss(F.cross_entropy(net(x[idx]), y[idx], reduction="none"), idx).backward()
+    assert np.isfinite(h.scores[idx]).all()  # the first step, with its checks, is fine
+    net.extra_row = True
+    h.weighted_loss(F.cross_entropy(net(x[idx]), y[idx], reduction="none"), idx).backward()
+    with pytest.raises(SADPError, match="17 rows of trace for a batch of 16"):
+        h.scores  # noqa: B018 (reading the table writes the scores)
 
 
 # -- 6. detach -----------------------------------------------------------------------------
