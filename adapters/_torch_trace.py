@@ -234,8 +234,9 @@ class Tap:
                 "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
                 "this batch's indices"
             )
+        kept, grad = kept.detach(), grad.detach()  # (a backward with create_graph=True)
         if self.keep_tensors:
-            kept, errors = kept.detach(), grad.detach()
+            errors = grad
         else:
             if kept.ndim > lead:
                 kept = _row_norms(kept, (-1,))
@@ -318,7 +319,11 @@ class _LeanTracedLinear(torch.autograd.Function):
         inputs, weight = ctx.saved_tensors
         tap = ctx.tap
         handle = tap.handle
-        if ctx.generation >= handle._batch_generation and _graph_task() == handle._pass:
+        if (
+            ctx.generation >= handle._batch_generation
+            and _graph_task() == handle._pass
+            and not grad.requires_grad  # (create_graph=True: see receive)
+        ):
             handle._pieces.append(
                 (handle._batch, tap.index, _vector_norm(inputs, dim=-1), _vector_norm(grad, dim=-1))
             )

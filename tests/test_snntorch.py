@@ -842,6 +842,25 @@ def test_attached_model_copies_and_pickles_as_the_plain_model() -> None:
     assert type(net.get_submodule(h.readout_name)) is nn.Linear
 
 
+def test_a_backward_with_create_graph_gives_the_same_scores() -> None:
+    """``loss.backward(create_graph=True)`` (a gradient penalty, meta-learning): the errors
+    then carry a graph; the scores are those of a plain backward, for steps on both paths."""
+    case = EXPLICIT
+    net, reference, x, y, h = setup(case)
+    other = copy.deepcopy(reference)
+    h_other = sadp_core.attach(other, num_examples=N, epochs=4)
+    plan = h.plan(0)
+    h_other.plan(0)
+    for step in range(2):  # the first step's checked path, then the traced class's hot path
+        idx = torch.as_tensor(plan.indices[step * BATCH : (step + 1) * BATCH])
+        for model, handle, create_graph in ((net, h, True), (other, h_other, False)):
+            model.zero_grad(set_to_none=True)
+            losses = case.loss(case.run(model, x[idx]), y[idx])
+            handle.weighted_loss(losses, idx).backward(create_graph=create_graph)
+        np.testing.assert_allclose(h.scores[idx.numpy()], h_other.scores[idx.numpy()], rtol=1e-6)
+    net.zero_grad(set_to_none=True)  # (create_graph leaves a cycle between parameters and grads)
+
+
 # -- 8. truncated BPTT ---------------------------------------------------------------------
 
 
