@@ -220,15 +220,9 @@ class TorchHandle(Pruner):
                 self._record_scores()  # release the raw tensors of the last batch now
             plan, generation = self._weights_plan, self._generation
             self._previous_batch = self._batch
-            self._batch = Batch(
-                indices, weights, plan.epoch if plan is not None else -1, generation, generation
-            )
+            self._batch = Batch(indices, weights, plan.epoch if plan is not None else -1, generation)
             self._batch_generation, self._named = generation, True
-            if self._pending_batches < _RECORD_EVERY and self._since_sync < _RECORD_EVERY - 1:
-                self._pending_batches += 1
-                self._since_sync += 1
-            else:
-                self._count_batch()
+            self._count_batch()
         elif self.expects == "loss":
             self._losses.append((indices.numpy(), losses.detach()))
             self._count_batch()
@@ -260,8 +254,9 @@ class TorchHandle(Pruner):
             )
         index_tensor = torch.tensor(index_array)  # a copy: the caller may change its array
         weights = self._weight_table[index_tensor]
-        if not weights.numpy().min(initial=1.0) > 0:
-            missing = index_array[weights.numpy() == 0][:5].tolist()
+        values = weights.numpy()
+        if not values.min(initial=1.0) > 0:
+            missing = index_array[values == 0][:5].tolist()
             raise SADPError(f"examples {missing} are not in the plan of epoch {plan.epoch}; use its batches")
         return index_tensor, weights
 

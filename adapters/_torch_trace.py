@@ -39,6 +39,10 @@ __all__ = [
     "is_traced",
 ]
 
+_ROWS_HINT = (
+    "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get this batch's indices"
+)
+
 TAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 FEATURE_DIMS = {nn.Linear: 1, nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}
 
@@ -59,8 +63,7 @@ class Batch:
     indices: torch.Tensor  # [B] integers on the CPU
     weights: torch.Tensor  # [B] its plan weights: the captured error is (w_i / B) dL_i/do
     epoch: int
-    generation: int  # the trace it was named at: traces older than this are another batch's...
-    since: int  # ...unless they are as old as this: the same examples named again (truncated BPTT)
+    since: int  # the oldest trace that is this batch's: the same examples named again (truncated BPTT)
 
 
 Piece = tuple[Batch, int, torch.Tensor, torch.Tensor]  # batch, layer, input norms, error norms
@@ -231,8 +234,7 @@ class Tap:
         if wrong:
             raise SADPError(
                 f"layer {self.name!r} got output of shape {tuple(grad.shape)} for a batch of {size}: "
-                "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
-                "this batch's indices"
+                + _ROWS_HINT
             )
         kept, grad = kept.detach(), grad.detach()  # (a backward with create_graph=True)
         if self.keep_tensors:
@@ -288,15 +290,10 @@ class _TracedLinear(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         inputs, weight = ctx.saved_tensors
         needs_input, needs_weight, needs_bias, _, _ = ctx.needs_input_grad
-        if grad.ndim == 2:
-            grad_input = grad.mm(weight) if needs_input else None
-            grad_weight = grad.t().mm(inputs) if needs_weight else None
-            grad_bias = grad.sum(0) if needs_bias else None
-        else:  # [T, B, features] (or more axes: refused by the tap)
-            rows = grad.reshape(-1, grad.shape[-1])
-            grad_input = grad.matmul(weight) if needs_input else None
-            grad_weight = rows.t().mm(inputs.reshape(-1, inputs.shape[-1])) if needs_weight else None
-            grad_bias = rows.sum(0) if needs_bias else None
+        rows = grad.reshape(-1, grad.shape[-1])  # [T, B, features] as [T*B, features]
+        grad_input = grad.matmul(weight) if needs_input else None
+        grad_weight = rows.t().mm(inputs.reshape(-1, inputs.shape[-1])) if needs_weight else None
+        grad_bias = rows.sum(0) if needs_bias else None
         if ctx.tap is not None:
             ctx.tap.receive(inputs, grad, grad.ndim - 1, 1.0, ctx.generation)
         return grad_input, grad_weight, grad_bias, None, None
@@ -449,8 +446,7 @@ def _slot_index(
         wrong = int(np.flatnonzero(rows % size[batch])[0])
         raise SADPError(
             f"a traced layer gave {rows[wrong]} rows of trace for a batch of {size[batch[wrong]]}: "
-            "inputs must be [T, B, ...] or [T*B, ...] time-major, and h.weighted_loss must get "
-            "this batch's indices"
+            + _ROWS_HINT
         )
     first = (np.cumsum(size) - size)[batch]
     row_in_piece = np.arange(rows.sum()) - (np.cumsum(rows) - rows)[piece_of_row]
