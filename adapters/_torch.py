@@ -72,6 +72,23 @@ class _Written:
     sums: np.ndarray
 
 
+def _repeats(indices: np.ndarray, sizes: np.ndarray, epochs: np.ndarray, last: _Written | None) -> bool:
+    """Whether a batch has the examples of the batch before it, the first one those of the
+    batch written ``last``: the batches of all ``indices`` one after another, ``sizes`` each."""
+    if last is not None and last.epoch == epochs[0] and np.array_equal(last.indices, indices[: sizes[0]]):
+        return True
+    if (sizes == sizes[0]).all():  # the common case, at once
+        rows = indices.reshape(sizes.size, -1)
+        return bool(((rows[1:] == rows[:-1]).all(1) & (epochs[1:] == epochs[:-1])).any())
+    starts = np.cumsum(sizes) - sizes
+    return any(
+        sizes[i] == sizes[i - 1]
+        and epochs[i] == epochs[i - 1]
+        and np.array_equal(indices[starts[i] : starts[i] + sizes[i]], indices[starts[i - 1] : starts[i]])
+        for i in range(1, sizes.size)
+    )
+
+
 class TorchHandle(Pruner):
     """A :class:`~sadp_core.Pruner` attached to a PyTorch SNN (see :func:`sadp_core.attach`).
 
@@ -323,29 +340,54 @@ class TorchHandle(Pruner):
             return
         pieces, self._pieces = self._pieces, []
         batches = list({id(batch): batch for batch, *_ in pieces}.values())
-        per_layer = (
-            exact_sums(pieces, batches, self._taps)
+        sums = (
+            np.concatenate(exact_sums(pieces, batches, self._taps))
             if self.score_kind == "exact"
             else bound_sums(pieces, batches, self._taps, self._slots)
-        )
+        )  # [examples of all batches, layers]
+        sizes = np.array([batch.indices.shape[0] for batch in batches])
+        epochs = np.array([batch.epoch for batch in batches])
+        indices = torch.cat([batch.indices for batch in batches]).numpy().astype(np.int64, copy=False)
+        weights = torch.cat([batch.weights for batch in batches]).numpy().astype(np.float64)
+        if _repeats(indices, sizes, epochs, self._last_written):  # truncated BPTT: merge them
+            indices, weights, sums, sizes = self._merge_repeats(indices, weights, sums, sizes, epochs)
+        else:
+            last = slice(indices.size - sizes[-1], None)
+            self._last_written = _Written(int(epochs[-1]), indices[last], weights[last], sums[last])
+        combined = sums[:, 0] if sums.shape[1] == 1 else np.sqrt(np.square(sums).sum(1))
+        # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
+        self._write(indices, combined * (np.repeat(sizes.astype(np.float64), sizes) / weights))
+
+    def _merge_repeats(
+        self,
+        indices: np.ndarray,
+        weights: np.ndarray,
+        sums: np.ndarray,
+        sizes: np.ndarray,
+        epochs: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The batches as written, where the same batch several times in a row (truncated
+        BPTT: several backward passes per batch) is written once with its sums added up,
+        also to the batch written last before: ``(indices, weights, sums, sizes)``."""
         written: list[_Written] = []
         last = self._last_written
-        for batch, sums in zip(batches, per_layer, strict=True):
-            indices = batch.indices.numpy().astype(np.int64, copy=False)
-            if last is not None and last.epoch == batch.epoch and np.array_equal(last.indices, indices):
-                sums = sums + last.sums  # the same batch again (truncated BPTT): its scores add up
+        starts = np.cumsum(sizes) - sizes
+        for epoch, start, size in zip(epochs.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+            rows = slice(start, start + size)
+            batch_sums = sums[rows]
+            if last is not None and last.epoch == epoch and np.array_equal(last.indices, indices[rows]):
+                batch_sums = batch_sums + last.sums  # the same batch again: its scores add up
                 if written and written[-1] is last:
                     written.pop()
-            last = _Written(batch.epoch, indices, batch.weights.numpy().astype(np.float64), sums)
+            last = _Written(epoch, indices[rows], weights[rows], batch_sums)
             written.append(last)
         self._last_written = last
-        scores = []
-        for entry in written:
-            sums = entry.sums
-            combined = sums[:, 0] if sums.shape[1] == 1 else np.sqrt(np.square(sums).sum(1))
-            # the captured error is (w_i / B) dL_i/do: undo the weight and the batch mean
-            scores.append(combined * (entry.indices.shape[0] / entry.weights))
-        self._write(np.concatenate([entry.indices for entry in written]), np.concatenate(scores))
+        return (
+            np.concatenate([entry.indices for entry in written]),
+            np.concatenate([entry.weights for entry in written]),
+            np.concatenate([entry.sums for entry in written]),
+            np.array([entry.indices.size for entry in written]),
+        )
 
     def _write(self, indices: np.ndarray, values: np.ndarray) -> None:
         if self._config["replacement"] and np.unique(indices).size < indices.size:  # repeats

@@ -404,10 +404,9 @@ def _traced_class(tap: Tap, original: type[nn.Module]) -> type[nn.Module]:
     return traced
 
 
-def bound_sums(
-    pieces: list[Piece], batches: list[Batch], taps: list[Tap], cache: SlotCache
-) -> list[np.ndarray]:
-    """Per batch, ``[B, layers]`` bounds: every piece's rows at once, summed by example.
+def bound_sums(pieces: list[Piece], batches: list[Batch], taps: list[Tap], cache: SlotCache) -> np.ndarray:
+    """The ``[B, layers]`` bounds of the batches, one after another: every piece's rows at
+    once, summed by example.
 
     Row ``r`` of a piece (time-major ``[T*B]``) belongs to example ``r % B`` of its batch;
     each (batch, example, layer) has a slot, and one ``index_add`` sums the rows' terms.
@@ -428,9 +427,7 @@ def bound_sums(
     spikes.square_().add_(cache.bias_terms).sqrt_()  # the terms ||e_t|| sqrt(||s_t||^2 + bias), in place
     sums = torch.zeros(sum(sizes) * layers, dtype=torch.float32)
     sums.index_add_(0, cache.slots, errors.mul_(spikes))
-    table = sums.numpy().astype(np.float64).reshape(-1, layers)
-    starts = np.cumsum(sizes) - sizes
-    return [table[start : start + size] for start, size in zip(starts, sizes, strict=True)]
+    return sums.numpy().astype(np.float64).reshape(-1, layers)
 
 
 def _slot_index(

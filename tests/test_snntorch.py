@@ -908,6 +908,40 @@ def test_truncated_bptt_accumulates_the_chunk_scores() -> None:
     assert_bound(after_second, np.array(truth_total))
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    [(8, 8, 8, 8), (8, 8, 4, 8)],
+    ids=["equal batches", "a smaller batch"],
+)
+def test_scores_written_at_once_equal_scores_written_after_every_backward(sizes: tuple[int, ...]) -> None:
+    """The scores wait as trace pieces and are written for many batches at once. A run of
+    batches, the second the first again (truncated BPTT: its scores add up), gives the same
+    table whether it is read after every backward pass or only at the end."""
+    case = EXPLICIT
+    net, other, x, y, h = setup(case)
+    h_other = sadp_core.attach(other, num_examples=N, prune_ratio=0.5, epochs=4, seed=0)
+    order = h.plan(0).indices
+    np.testing.assert_array_equal(order, h_other.plan(0).indices)
+    starts = [0, 0, *np.cumsum(sizes[1:-1])]  # the second batch is the first again
+    batches = [np.array(order[start : start + size]) for start, size in zip(starts, sizes, strict=True)]
+    for handle, model, read_every_time in ((h, net, True), (h_other, other, False)):
+        for rows in batches:
+            out, _ = model.chunk(x[rows], None, T)
+            handle.weighted_loss(time_mean_ce(out, y[rows]), rows).backward()
+            if read_every_time:
+                assert np.isfinite(handle.scores[rows]).all()
+    assert len(h_other._pieces) == T * len(batches)  # nothing written yet: a piece per readout call
+    scored = np.unique(np.concatenate(batches))
+    np.testing.assert_allclose(h_other.scores[scored], h.scores[scored], rtol=1e-6)
+    np.testing.assert_array_equal(np.isnan(h_other.scores), np.isnan(h.scores))
+    third = build(case)
+    first_alone = sadp_core.attach(third, num_examples=N, prune_ratio=0.5, epochs=4, seed=0)
+    first_alone.plan(0)
+    out, _ = third.chunk(x[batches[0]], None, T)  # one backward: half the repeated batch's score
+    first_alone.weighted_loss(time_mean_ce(out, y[batches[0]]), batches[0]).backward()
+    np.testing.assert_allclose(h.scores[batches[0]], 2 * first_alone.scores[batches[0]], rtol=1e-5)
+
+
 def test_several_backward_passes_through_one_forward_keep_the_bound() -> None:
     """Two backward passes through the same graph (``retain_graph=True``), both through
     weighted_loss with the same indices, as in truncated BPTT without detaching the state
