@@ -73,8 +73,9 @@ class _Written:
 
 
 def _repeats(indices: np.ndarray, sizes: np.ndarray, epochs: np.ndarray, last: _Written | None) -> bool:
-    """Whether a batch has the examples of the batch before it, the first one those of the
-    batch written ``last``: the batches of all ``indices`` one after another, ``sizes`` each."""
+    """Whether a batch repeats the one before it: same epoch, same examples in the same
+    order (the first batch is compared with the batch written ``last``). ``indices`` holds
+    the batches one after another, ``sizes`` examples each."""
     if last is not None and last.epoch == epochs[0] and np.array_equal(last.indices, indices[: sizes[0]]):
         return True
     if (sizes == sizes[0]).all():  # the common case, at once
