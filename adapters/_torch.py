@@ -72,22 +72,26 @@ class _Written:
     sums: np.ndarray
 
 
-def _repeats(indices: np.ndarray, sizes: np.ndarray, epochs: np.ndarray, last: _Written | None) -> bool:
-    """Whether a batch repeats the one before it: same epoch, same examples in the same
+def _repeats(indices: np.ndarray, sizes: np.ndarray, epochs: np.ndarray, last: _Written | None) -> np.ndarray:
+    """Per batch, whether it repeats the one before it: same epoch, same examples in the same
     order (the first batch is compared with the batch written ``last``). ``indices`` holds
     the batches one after another, ``sizes`` examples each."""
-    if last is not None and last.epoch == epochs[0] and np.array_equal(last.indices, indices[: sizes[0]]):
-        return True
+    repeats = np.zeros(sizes.size, dtype=bool)
+    repeats[0] = (
+        last is not None and last.epoch == epochs[0] and np.array_equal(last.indices, indices[: sizes[0]])
+    )
     if (sizes == sizes[0]).all():  # the common case, at once
         rows = indices.reshape(sizes.size, -1)
-        return bool(((rows[1:] == rows[:-1]).all(1) & (epochs[1:] == epochs[:-1])).any())
+        repeats[1:] = (rows[1:] == rows[:-1]).all(1) & (epochs[1:] == epochs[:-1])
+        return repeats
     starts = np.cumsum(sizes) - sizes
-    return any(
-        sizes[i] == sizes[i - 1]
-        and epochs[i] == epochs[i - 1]
-        and np.array_equal(indices[starts[i] : starts[i] + sizes[i]], indices[starts[i - 1] : starts[i]])
-        for i in range(1, sizes.size)
-    )
+    for i in range(1, sizes.size):
+        repeats[i] = (
+            sizes[i] == sizes[i - 1]
+            and epochs[i] == epochs[i - 1]
+            and np.array_equal(indices[starts[i] : starts[i] + sizes[i]], indices[starts[i - 1] : starts[i]])
+        )
+    return repeats
 
 
 class TorchHandle(Pruner):
@@ -350,8 +354,11 @@ class TorchHandle(Pruner):
         epochs = np.array([batch.epoch for batch in batches])
         indices = torch.cat([batch.indices for batch in batches]).numpy().astype(np.int64, copy=False)
         weights = torch.cat([batch.weights for batch in batches]).numpy().astype(np.float64)
-        if _repeats(indices, sizes, epochs, self._last_written):  # truncated BPTT: merge them
-            indices, weights, sums, sizes = self._merge_repeats(indices, weights, sums, sizes, epochs)
+        repeats = _repeats(indices, sizes, epochs, self._last_written)
+        if repeats.any():  # truncated BPTT: merge them
+            indices, weights, sums, sizes = self._merge_repeats(
+                indices, weights, sums, sizes, epochs, repeats
+            )
         else:
             last = slice(indices.size - sizes[-1], None)
             self._last_written = _Written(int(epochs[-1]), indices[last], weights[last], sums[last])
@@ -366,17 +373,20 @@ class TorchHandle(Pruner):
         sums: np.ndarray,
         sizes: np.ndarray,
         epochs: np.ndarray,
+        repeats: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The batches as written, where the same batch several times in a row (truncated
-        BPTT: several backward passes per batch) is written once with its sums added up,
-        also to the batch written last before: ``(indices, weights, sums, sizes)``."""
+        BPTT: several backward passes per batch; ``repeats`` from :func:`_repeats`) is written
+        once with its sums added up, also to the batch written last before:
+        ``(indices, weights, sums, sizes)``."""
         written: list[_Written] = []
         last = self._last_written
         starts = np.cumsum(sizes) - sizes
-        for epoch, start, size in zip(epochs.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        batches = zip(epochs.tolist(), starts.tolist(), sizes.tolist(), repeats.tolist(), strict=True)
+        for epoch, start, size, repeat in batches:
             rows = slice(start, start + size)
             batch_sums = sums[rows]
-            if last is not None and last.epoch == epoch and np.array_equal(last.indices, indices[rows]):
+            if repeat and last is not None:
                 batch_sums = batch_sums + last.sums  # the same batch again: its scores add up
                 if written and written[-1] is last:
                     written.pop()

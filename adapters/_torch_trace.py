@@ -439,8 +439,9 @@ def _slot_index(
     rows, batch, layer = (np.array(column, dtype=np.int64) for column in zip(*layout, strict=True))
     piece_of_row = np.repeat(np.arange(len(layout)), rows)
     size = np.array(sizes, dtype=np.int64)
-    if np.any(rows % size[batch]):  # (the first call of each pass is checked as it comes)
-        wrong = int(np.flatnonzero(rows % size[batch])[0])
+    leftover = rows % size[batch]
+    if leftover.any():  # (the first call of each pass is checked as it comes)
+        wrong = int(np.flatnonzero(leftover)[0])
         raise SADPError(
             f"a traced layer gave {rows[wrong]} rows of trace for a batch of {size[batch[wrong]]}: "
             + _ROWS_HINT
