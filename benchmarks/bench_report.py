@@ -27,16 +27,25 @@ Key = tuple[str, str, str, float]
 # -- the main job --------------------------------------------------------------------------
 
 
+def run_label(record: dict[str, Any]) -> str:
+    """``all data``, ``all data, 6 epochs`` (fewer epochs) or ``sadp r=0.3``."""
+    if record["method"] == "full":
+        return "all data"
+    if record["method"] == "fewer_epochs":
+        return f"all data, {record['run_epochs']} epochs"
+    return f"{record['method']} r={record['prune_ratio']:g}"
+
+
 def main_table(records: list[dict[str, Any]]) -> str:
     """The main job's table: one line per run."""
     header = (
-        f"{'run':<14}{'test acc':>10}{'train s':>10}{'share':>8}{'speedup':>9}{'max':>8}{'achieved/max':>14}"
+        f"{'run':<20}{'test acc':>10}{'train s':>10}{'share':>8}{'speedup':>9}{'max':>8}{'achieved/max':>14}"
     )
     lines = ["", header, "-" * len(header)]
     for r in records:
-        name = "all data" if r["method"] == "full" else f"{r['method']} r={r['prune_ratio']:g}"
+        name = run_label(r)
         lines.append(
-            f"{name:<14}{100 * r['test_accuracy']:>9.2f}%{r['train_wall_s']:>10.1f}"
+            f"{name:<20}{100 * r['test_accuracy']:>9.2f}%{r['train_wall_s']:>10.1f}"
             f"{r['processed_fraction']:>8.3f}{r['speedup']:>8.2f}x{r['theoretical_speedup']:>7.2f}x"
             f"{r['speedup_over_max']:>14.2f}"
         )
@@ -57,7 +66,7 @@ def plot_main(records: list[dict[str, Any]], path: Path, title: str) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     for r in records:
-        label = "all data" if r["method"] == "full" else f"{r['method']} r={r['prune_ratio']:g}"
+        label = run_label(r)
         curve = r["curve"]
         axis.plot(
             [p["wall_s"] for p in curve], [100 * p["test_accuracy"] for p in curve], marker="o", label=label
@@ -89,6 +98,7 @@ def merge(inputs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[dict[str, 
             key = (
                 record["framework"],
                 record["model"],
+                record["epochs"],
                 record["method"],
                 record["prune_ratio"],
                 record["seed"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,11 +26,18 @@ from tqdm import tqdm
 
 import sadp_core
 
-METHODS = ("full", "random", "infobatch", "ucb", "eps_greedy", "loss", "sadp", "sadp_all", "oracle")
-"""Benchmark method names. ``sadp_all`` is SADP with ``scope="all"``; ``oracle`` is SADP with
-the exact per-example whole-model gradient norm as score (``scope="all", score="exact"``:
-the ghost-norm identity on every Linear layer, exact for the MLP, whose parameters are all
-in Linear layers; not available for the conv model)."""
+METHODS = (
+    "full", "fewer_epochs", "random", "infobatch", "seta", "ucb", "eps_greedy", "loss", "sadp",
+    "sadp_unbiased", "sadp_uncorrected", "sadp_all", "oracle",
+)  # fmt: skip
+"""Benchmark method names. ``fewer_epochs`` trains on all data for ``round((1 - r) E)``
+epochs with its own cosine schedule (:func:`run_epochs`): what a user would do instead of
+pruning. ``sadp`` is the library's default; ``sadp_unbiased`` and ``sadp_uncorrected`` are
+its ablations with ``correction="unbiased"`` (Horvitz-Thompson weights throughout) and
+``correction="none"`` (weight 1). ``sadp_all`` is SADP with ``scope="all"``; ``oracle`` is
+SADP with the exact per-example whole-model gradient norm as score (``scope="all",
+score="exact"``: the ghost-norm identity on every Linear layer, exact for the MLP, whose
+parameters are all in Linear layers; not available for the conv model)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,10 @@ class RunSpec:
 
 def attach_options(method: str) -> dict[str, Any]:
     """``sadp_core.attach`` options of a benchmark method."""
+    if method == "fewer_epochs":
+        return {"method": "full"}
+    if method in ("sadp_unbiased", "sadp_uncorrected"):
+        return {"method": "sadp", "correction": "unbiased" if method == "sadp_unbiased" else "none"}
     if method == "sadp_all":
         return {"method": "sadp", "scope": "all"}
     if method == "oracle":
@@ -80,7 +91,17 @@ def supported(model: str, method: str, framework: str = "snntorch") -> bool:
     return not (method == "oracle" and model != "mlp")
 
 
-JAX_METHODS = ("full", "random", "infobatch", "ucb", "eps_greedy", "loss", "sadp")
+def run_epochs(spec: RunSpec, epochs: int) -> int:
+    """Epochs a run trains for: ``round((1 - r) E)`` (at least 1) for ``fewer_epochs``, else ``E``."""
+    if spec.method == "fewer_epochs":
+        return max(1, round((1 - spec.prune_ratio) * epochs))
+    return epochs
+
+
+JAX_METHODS = (
+    "full", "fewer_epochs", "random", "infobatch", "seta", "ucb", "eps_greedy", "loss", "sadp",
+    "sadp_unbiased", "sadp_uncorrected",
+)  # fmt: skip
 """Methods of the JAX runs (the JAX adapter scores the readout only: no ``sadp_all`` or oracle)."""
 
 
@@ -99,8 +120,17 @@ class Run:
     examples: int = 0
     final_accuracy: float | None = None
 
+    @property
+    def own_settings(self) -> Settings:
+        """The shared settings with this run's own number of epochs (:func:`run_epochs`)."""
+        return replace(self.settings, epochs=run_epochs(self.spec, self.settings.epochs))
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.own_settings.epochs
+
     def __post_init__(self) -> None:
-        spec, settings = self.spec, self.settings
+        spec, settings = self.spec, self.own_settings
         torch.manual_seed(spec.seed)  # the same initial weights for every method of a comparison
         self.model = build_model(
             spec.framework, spec.model, self.data.side, hidden=settings.hidden, steps=settings.steps
@@ -131,7 +161,7 @@ class Run:
              "wall_s": self.wall_s, "cpu_s": self.cpu_s, "test_accuracy": accuracy}
         )  # fmt: skip
         self.epoch += 1
-        if self.epoch == self.settings.epochs:
+        if self.epoch == self.own_settings.epochs:
             full_test = self.settings.curve_test_size is None
             self.final_accuracy = accuracy if full_test else self._evaluate(None)
 
@@ -171,8 +201,9 @@ class Run:
             "test_accuracy": self.final_accuracy,
             "train_wall_s": self.wall_s,
             "train_cpu_s": self.cpu_s,
-            "processed_fraction": stats.processed_fraction,
-            "theoretical_speedup": stats.theoretical_speedup,
+            "processed_fraction": self.examples / (settings.epochs * len(self.data.train_y)),
+            "theoretical_speedup": settings.epochs * len(self.data.train_y) / self.examples,
+            "run_epochs": self.own_settings.epochs,
             "examples_processed": self.examples,
             "epochs": settings.epochs,
             "train_size": len(self.data.train_y),
@@ -184,6 +215,7 @@ class Run:
             "steps": settings.steps,
             "loss": settings.loss,
             "attach": {**attach_options(spec.method), **dict(settings.pruner)},
+            "unscored_examples": stats.unscored_examples,
             "curve": self.curve,
             **self._extra_fields(),
         }
@@ -200,7 +232,8 @@ class JaxRun(Run):
     def __post_init__(self) -> None:
         import bench_jax
 
-        self.parts = bench_jax.JaxParts(self.spec, self.data, self.settings, attach_options(self.spec.method))
+        options = attach_options(self.spec.method)
+        self.parts = bench_jax.JaxParts(self.spec, self.data, self.own_settings, options)
         self.model, self.handle = self.parts.model, self.parts.handle
         self.epoch = 0
 
@@ -255,6 +288,8 @@ def run_comparison(
     for run_epoch in range(settings.epochs):
         for position in rng.permutation(len(runs)):
             run = runs[position]
+            if run.done:  # fewer_epochs: its own, shorter schedule is over
+                continue
             run.train_epoch(bar if progress is not False else None)
             point = run.curve[-1]
             log(

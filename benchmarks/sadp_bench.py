@@ -262,14 +262,16 @@ def command_main(args: argparse.Namespace) -> int:
         return 2
     data = _load(args)
     _import_frameworks([args.framework])
+    fewer = _equal_share_ratio(args, len(data.train_y))
     specs = [
         RunSpec(args.framework, args.model, "full", 0.0, args.seed),
         RunSpec(args.framework, args.model, "sadp", args.prune_ratio, args.seed),
+        RunSpec(args.framework, args.model, "fewer_epochs", fewer, args.seed),
     ]
     print(
         f"{data.name}: {len(data.train_y)} training and {len(data.test_y)} test examples; "
-        f"{args.framework} {args.model}, T={args.steps}, {args.epochs} epochs, full data and SADP "
-        f"r={args.prune_ratio}, epochs interleaved (one thread)"
+        f"{args.framework} {args.model}, T={args.steps}, {args.epochs} epochs: all data, SADP "
+        f"r={args.prune_ratio}, and all data for fewer epochs at SADP's share; epochs interleaved (1 thread)"
     )
     records = run_comparison(specs, data, _settings(args), progress=True, log=tqdm.write)
     print(main_table(records))
@@ -282,6 +284,15 @@ def command_main(args: argparse.Namespace) -> int:
     plot_main(records, args.out / "accuracy_vs_time.png", title=f"{data.name}, {args.framework} {args.model}")
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'accuracy_vs_time.png'}")
     return 0
+
+
+def _equal_share_ratio(args: argparse.Namespace, size: int) -> float:
+    """The ``fewer_epochs`` ratio whose whole epochs come closest to SADP's share of examples."""
+    from sadp_core import Pruner
+
+    pruner = Pruner(num_examples=size, prune_ratio=args.prune_ratio, epochs=args.epochs)
+    share = pruner.stats.projected_fraction
+    return 1 - max(1, round(share * args.epochs)) / args.epochs
 
 
 def command_run(args: argparse.Namespace) -> int:

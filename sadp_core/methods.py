@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from .sampling import (
 )
 
 __all__ = [
+    "CORRECTIONS",
+    "FIRST_STAGE",
     "METHODS",
     "EpsilonGreedy",
     "FullData",
@@ -32,13 +34,38 @@ __all__ = [
     "InfoBatch",
     "Method",
     "ScoreTable",
+    "SeTa",
     "Selection",
+    "Stage",
     "UniformRandom",
     "UpperConfidenceBound",
+    "loss_cluster_ranks",
     "make_method",
 ]
 
 Expects = Literal["bound", "loss"]
+Correction = Literal["unbiased", "annealed", "none"]
+CORRECTIONS: tuple[str, ...] = ("unbiased", "annealed", "none")
+"""How far the importance-sampling weights correct the sampler's bias (:class:`ImportanceSampling`)."""
+
+
+class Stage(NamedTuple):
+    """Where a pruned epoch lies in the schedule: the ``index``-th of ``count`` pruned epochs.
+
+    Methods whose rule changes over training (SeTa's sliding window, SADP's annealed
+    weight exponent) read it; the others ignore it.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def progress(self) -> float:
+        """0 at the first pruned epoch, 1 at the last (0 when there is only one)."""
+        return self.index / (self.count - 1) if self.count > 1 else 0.0
+
+
+FIRST_STAGE = Stage()
 
 
 @dataclass
@@ -108,6 +135,9 @@ class Method(ABC):
     """False for the full-data method, which ignores the budget."""
     keeps_history: ClassVar[bool] = False
     """True for the methods that read the moving averages of the score table."""
+    partial_anneal: ClassVar[bool] = False
+    """True where the annealing epochs train on a uniform random ``K`` (SeTa's "partial
+    annealing") instead of on all data."""
 
     @property
     @abstractmethod
@@ -121,12 +151,18 @@ class Method(ABC):
 
     @abstractmethod
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         """Choose this epoch's ``budget`` examples (roughly, for InfoBatch) from the table.
 
-        ``rng`` is this epoch's random generator and ``order`` this epoch's random order
-        of all examples (:class:`~sadp_core.ordering.EpochOrders`).
+        ``rng`` is this epoch's random generator, ``order`` this epoch's random order
+        of all examples (:class:`~sadp_core.ordering.EpochOrders`), and ``stage`` which of
+        the pruned epochs this is.
         """
 
 
@@ -139,7 +175,12 @@ class FullData(Method):
     prunes: ClassVar[bool] = False
 
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         return Selection(order, np.ones(order.shape[0]), np.ones(order.shape[0]), ordered=True)
 
@@ -156,7 +197,12 @@ class UniformRandom(Method):
     expects = "loss"
 
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         size = order.shape[0]
         return Selection(order[:budget], np.ones(budget), np.full(size, budget / size), ordered=True)
@@ -176,6 +222,7 @@ class ImportanceSampling(Method):
     score: Expects = "bound"
     smoothing: float = 0.5
     replacement: bool = False
+    correction: Correction = "annealed"
 
     @property
     def name(self) -> str:
@@ -186,17 +233,32 @@ class ImportanceSampling(Method):
         return self.score
 
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         scores = table.filled(table.latest)
         if self.replacement:
-            return self._with_replacement(scores, budget, rng)
+            chosen = self._with_replacement(scores, budget, rng)
+            weights = self._corrected(chosen.weights, stage)
+            return Selection(chosen.indices, weights, chosen.probabilities, ordered=True)
         probabilities = inclusion_probabilities(scores, budget, smoothing=self.smoothing)
         indices, kept = systematic_sample(
             probabilities, order, float(rng.random()), return_probabilities=True
         )
         weights = budget / (order.shape[0] * kept)  # Horvitz-Thompson, see horvitz_thompson_weights
-        return Selection(indices, weights, probabilities, ordered=True)
+        return Selection(indices, self._corrected(weights, stage), probabilities, ordered=True)
+
+    def _corrected(self, weights: np.ndarray, stage: Stage) -> np.ndarray:
+        """The Horvitz-Thompson weights raised to the exponent that ``correction`` sets."""
+        if self.correction == "unbiased":
+            return weights
+        if self.correction == "none":
+            return np.ones_like(weights)
+        return weights**stage.progress  # "annealed": 0 at the first pruned epoch, 1 at the last
 
     def _with_replacement(self, scores: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
         size = scores.shape[0]
@@ -230,7 +292,12 @@ class InfoBatch(Method):
     prune_ratio: float = 0.5
 
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         scores = table.filled(table.latest)
         size = scores.shape[0]
@@ -264,7 +331,12 @@ class UpperConfidenceBound(Method):
     decay: float = 0.9
 
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         mean, variance = table.history()
         bound = table.filled(mean + self.exploration * np.sqrt(variance))
@@ -287,7 +359,12 @@ class EpsilonGreedy(Method):
     decay: float = 0.9
 
     def select(
-        self, table: ScoreTable, budget: int, rng: np.random.Generator, order: np.ndarray
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
     ) -> Selection:
         size = table.latest.shape[0]
         greedy_count = round((1 - self.epsilon) * budget)
@@ -301,7 +378,89 @@ class EpsilonGreedy(Method):
         return Selection(indices, np.ones(budget), probabilities)
 
 
-METHODS: tuple[str, ...] = ("sadp", "loss", "full", "random", "infobatch", "ucb", "eps_greedy")
+@dataclass(frozen=True)
+class SeTa(Method):
+    """SeTa (Zhou et al., "Scale Efficient Training for Large Datasets", CVPR 2025), from its
+    published description, sized to the budget.
+
+    Each pruned epoch: (1) a uniform random subset of ``M = min(N, K / window)`` examples
+    (removes redundancy); (2) 1-D k-means of their latest losses into ``groups`` clusters,
+    ranked from easy (low loss) to hard; (3) a window of ``round(window * groups)`` clusters
+    that slides one cluster towards the hard end each pruned epoch and starts again from the
+    easy end when it reaches the hardest cluster (the first pruned epoch takes a uniform
+    share of the subset instead, as the paper's first iteration takes every cluster). The
+    ``K`` examples are taken from the window's first cluster onwards, the last cluster in
+    part, so that every pruned epoch processes exactly ``K`` (the paper's window holds a
+    varying number; here the nominal ratio is the share processed, as for the other
+    methods). Weights are 1. The annealing epochs train on a uniform random ``K``
+    ("partial annealing"), not on all data.
+
+    ``probabilities`` are estimates: ``K`` shared equally among all examples whose loss
+    lies in the range of the examples taken, 0 elsewhere (they sum to ``K``).
+    """
+
+    name = "seta"
+    expects = "loss"
+    partial_anneal: ClassVar[bool] = True
+    groups: int = 10
+    window: float = 0.5
+
+    def select(
+        self,
+        table: ScoreTable,
+        budget: int,
+        rng: np.random.Generator,
+        order: np.ndarray,
+        stage: Stage = FIRST_STAGE,
+    ) -> Selection:
+        scores = table.filled(table.latest)
+        size = scores.shape[0]
+        subset = order[: min(size, max(budget, round(budget / self.window)))]
+        if stage.index == 0 or subset.shape[0] == budget:
+            taken = subset[:budget]
+        else:
+            ranks = loss_cluster_ranks(scores[subset], self.groups)
+            width = max(1, round(self.groups * self.window))
+            start = stage.index % (self.groups - width + 1)
+            by_rank = np.argsort(ranks, kind="stable")  # easy to hard; within a cluster, in random order
+            first = min(int(np.searchsorted(ranks[by_rank], start)), subset.shape[0] - budget)
+            taken = subset[by_rank[first : first + budget]]
+        return Selection(taken, np.ones(budget), _interval_probabilities(scores, taken))
+
+
+def loss_cluster_ranks(values: np.ndarray, groups: int, iterations: int = 25) -> np.ndarray:
+    """For each value, the rank (0 = lowest centre) of its cluster in a 1-D k-means.
+
+    Lloyd's algorithm from the ``groups`` quantiles; in one dimension each cluster is an
+    interval, so assignment is a search among the midpoints of the sorted centres.
+    Fewer distinct values than ``groups`` give fewer clusters.
+
+    >>> loss_cluster_ranks(np.array([0.1, 0.2, 5.0, 5.1, 9.0]), 3).tolist()
+    [0, 0, 1, 1, 2]
+    """
+    distinct = np.unique(values)
+    count = min(groups, distinct.shape[0])
+    centres = np.unique(np.quantile(values, (np.arange(count) + 0.5) / count))
+    for _ in range(iterations):
+        labels = np.searchsorted((centres[1:] + centres[:-1]) / 2, values)
+        sums = np.bincount(labels, weights=values, minlength=centres.shape[0])
+        counts = np.bincount(labels, minlength=centres.shape[0])
+        updated = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
+        updated = np.unique(updated)
+        if updated.shape == centres.shape and np.allclose(updated, centres, rtol=0, atol=0):
+            break
+        centres = updated
+    return np.searchsorted((centres[1:] + centres[:-1]) / 2, values)
+
+
+def _interval_probabilities(scores: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """SeTa's estimated inclusion probabilities (see :class:`SeTa`)."""
+    low, high = scores[taken].min(initial=np.inf), scores[taken].max(initial=-np.inf)
+    in_range = (scores >= low) & (scores <= high)
+    return np.where(in_range, taken.shape[0] / max(1, int(np.count_nonzero(in_range))), 0.0)
+
+
+METHODS: tuple[str, ...] = ("sadp", "loss", "full", "random", "infobatch", "ucb", "eps_greedy", "seta")
 """The names accepted by ``Pruner(method=...)``."""
 
 
@@ -314,16 +473,19 @@ def make_method(
     exploration: float = 1.0,
     epsilon: float = 0.1,
     decay: float = 0.9,
+    correction: str = "annealed",
 ) -> Method:
     """The method called ``name`` (one of :data:`METHODS`) with its options checked."""
+    if correction not in CORRECTIONS:
+        raise SADPError(f"correction must be one of {', '.join(map(repr, CORRECTIONS))}, got {correction!r}")
     _check_fraction("smoothing", smoothing, upper=None)
     _check_fraction("epsilon", epsilon, upper=1.0)
     _check_fraction("decay", decay, upper=1.0)
     _check_fraction("exploration", exploration, upper=None)
     if name == "sadp":
-        return ImportanceSampling("bound", smoothing, replacement)
+        return ImportanceSampling("bound", smoothing, replacement, correction)  # type: ignore[arg-type]
     if name == "loss":
-        return ImportanceSampling("loss", smoothing, replacement)
+        return ImportanceSampling("loss", smoothing, replacement, correction)  # type: ignore[arg-type]
     if name == "full":
         return FullData()
     if name == "random":
@@ -334,6 +496,8 @@ def make_method(
         return UpperConfidenceBound(exploration, decay)
     if name == "eps_greedy":
         return EpsilonGreedy(epsilon, decay)
+    if name == "seta":
+        return SeTa()
     raise SADPError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
 
 

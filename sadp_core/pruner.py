@@ -23,7 +23,7 @@ import numpy as np
 
 from ._array import to_numpy
 from .errors import SADPError, SADPWarning
-from .methods import METHODS, FullData, Method, ScoreTable, make_method
+from .methods import METHODS, FullData, Method, ScoreTable, Stage, UniformRandom, make_method
 from .ordering import EpochOrders
 from .schedule import Phase, Schedule
 
@@ -111,6 +111,10 @@ class Pruner:
         exploration: the ``c`` of UCB's ``mean + c * std``.
         epsilon: share of the budget that epsilon-greedy draws at random.
         decay: decay of the moving averages that UCB and epsilon-greedy keep.
+        correction: how far the weights of ``"sadp"`` and ``"loss"`` correct their sampler's
+            bias: ``"unbiased"`` (Horvitz-Thompson ``K / (N pi_i)``), ``"none"`` (weight 1:
+            biased towards high scores), or ``"annealed"`` (``(K / (N pi_i)) ** beta`` with
+            ``beta`` rising from 0 at the first pruned epoch to 1 at the last).
 
     Plans are drawn once: the first ``plan(epoch)`` call draws that epoch's plan from the
     current state, later calls return the same plan. Feed the scores of the examples just
@@ -133,6 +137,7 @@ class Pruner:
         exploration: float = 1.0,
         epsilon: float = 0.1,
         decay: float = 0.9,
+        correction: str = "annealed",
     ) -> None:
         if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
             raise SADPError(f"num_examples must be a positive integer, got {num_examples!r}")
@@ -151,11 +156,12 @@ class Pruner:
             method=method, warmup_epochs=warmup_epochs, anneal_fraction=float(anneal_fraction),
             smoothing=float(smoothing), replacement=bool(replacement),
             exploration=float(exploration), epsilon=float(epsilon), decay=float(decay),
+            correction=correction,
         )  # fmt: skip
         self.schedule = Schedule(epochs, warmup_epochs, anneal_fraction)
         self.method: Method = make_method(
             method, prune_ratio=float(prune_ratio), smoothing=smoothing, replacement=replacement,
-            exploration=exploration, epsilon=epsilon, decay=decay,
+            exploration=exploration, epsilon=epsilon, decay=decay, correction=correction,
         )  # fmt: skip
         self._size = num_examples
         self._table = ScoreTable.empty(num_examples, history=self.method.keeps_history)
@@ -221,8 +227,12 @@ class Pruner:
             )
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(epoch,))))
         order = self._orders.draw(rng)
-        method = self.method if phase == "prune" else FullData()
-        selection = method.select(self._table, self.budget, rng, order)
+        method: Method = self.method
+        if phase != "prune":
+            partial = phase == "anneal" and method.partial_anneal
+            method = UniformRandom() if partial else FullData()
+        stage = Stage(epoch - self.schedule.warmup_epochs, self.schedule.pruned_epochs)
+        selection = method.select(self._table, self.budget, rng, order, stage)
         indices, weights = selection.indices, selection.weights
         if not selection.ordered:
             indices, weights = _in_order(indices, weights, order)
@@ -329,9 +339,9 @@ class Pruner:
         else:
             per_pruned_epoch = self.budget if self.method.prunes else size
         remaining = [schedule.phase(e) for e in range(progress.last_epoch + 1, schedule.epochs)]
-        projected = progress.examples_planned + sum(
-            per_pruned_epoch if phase == "prune" else size for phase in remaining
-        )
+        per_epoch = {"prune": per_pruned_epoch, "warmup": size}
+        per_epoch["anneal"] = self.budget if self.method.partial_anneal else size
+        projected = progress.examples_planned + sum(per_epoch[phase] for phase in remaining)
         projected_fraction = projected / (schedule.epochs * size)
         planned_epochs = progress.epochs_planned
         return PrunerStats(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -32,7 +34,7 @@ def select(
 
 def test_each_method_says_what_update_expects():
     expected = {"sadp": "bound", "loss": "loss", "full": "loss", "random": "loss",
-                "infobatch": "loss", "ucb": "loss", "eps_greedy": "loss"}  # fmt: skip
+                "infobatch": "loss", "ucb": "loss", "eps_greedy": "loss", "seta": "loss"}  # fmt: skip
     for name, value in expected.items():
         assert Pruner(num_examples=5, epochs=2, method=name).expects == value
 
@@ -116,7 +118,7 @@ def test_eps_greedy_exploits_the_top_and_explores_the_rest():
     assert np.all(selection.weights == 1)
 
 
-@pytest.mark.parametrize("method", ["random", "infobatch", "ucb", "eps_greedy", "loss", "sadp"])
+@pytest.mark.parametrize("method", ["random", "infobatch", "ucb", "eps_greedy", "loss", "sadp", "seta"])
 def test_every_method_runs_a_whole_schedule(method):
     pruner = Pruner(num_examples=120, prune_ratio=0.5, epochs=5, seed=2, method=method)
     values = rng(9).lognormal(0, 1, 120)
@@ -127,3 +129,64 @@ def test_every_method_runs_a_whole_schedule(method):
         assert np.all(plan.probabilities[plan.indices] > 0)
         pruner.update(plan.indices, values[plan.indices] * (1 + epoch))
     assert pruner.stats.epochs_planned == 5
+
+
+def test_seta_processes_the_budget_with_weight_one_in_every_pruned_and_annealing_epoch():
+    size, epochs = 1000, 10
+    for ratio in (0.3, 0.5, 0.7):
+        pruner = Pruner(num_examples=size, prune_ratio=ratio, epochs=epochs, seed=1, method="seta")
+        losses = rng(3).lognormal(0, 1, size)
+        for epoch in range(epochs):
+            plan = pruner.plan(epoch)
+            assert len(np.unique(plan.indices)) == len(plan.indices)
+            assert np.all(plan.weights == 1)
+            if plan.phase != "warmup":  # pruned and (partial) annealing epochs
+                assert abs(len(plan.indices) - pruner.budget) <= 0.01 * pruner.budget
+                assert abs(plan.probabilities.sum() - pruner.budget) <= 0.01 * pruner.budget
+            pruner.update(plan.indices, losses[plan.indices])
+        assert pruner.plan(epochs - 1).phase == "anneal"
+        expected = (size + (epochs - 1) * pruner.budget) / (epochs * size)
+        assert pruner.stats.processed_fraction == pytest.approx(expected, rel=0.01)
+
+
+def test_seta_window_slides_from_easy_to_hard_then_starts_again():
+    size = 2000
+    losses = rng(4).lognormal(0, 1, size)
+    pruner = Pruner(num_examples=size, prune_ratio=0.5, epochs=12, seed=0, method="seta")
+    means = []
+    for epoch in range(12):
+        plan = pruner.plan(epoch)
+        if plan.phase == "prune":
+            means.append(losses[plan.indices].mean())
+        pruner.update(plan.indices, losses[plan.indices])  # losses do not change: only the window moves
+    # pruned epoch 0 takes a uniform share; epochs 1..5 slide the 5-cluster window over 10 clusters
+    sliding = means[1:6]
+    assert all(later > earlier for earlier, later in itertools.pairwise(sliding))
+    assert means[6] < means[5]  # the window starts again at the easy end
+    assert means[1] < losses.mean() < means[5]
+
+
+def test_seta_takes_the_window_clusters_of_a_random_subset():
+    losses = np.concatenate([np.full(100, 0.1), np.full(100, 1.0), np.full(100, 10.0), np.full(100, 100.0)])
+    method = make_method("seta", prune_ratio=0.5)
+    table = table_with(losses)
+    order = EpochOrders(400, 0).draw(rng(0))
+    from sadp_core.methods import Stage
+
+    # K = 100, subset = 200 random examples, 4 distinct losses -> 4 clusters, window of 2
+    kept = [losses[method.select(table, 100, rng(0), order, Stage(i, 8)).indices] for i in (1, 2)]
+    subset_losses = np.sort(losses[order[:200]])
+    assert np.median(kept[1]) > np.median(kept[0])
+    assert kept[0].min() >= subset_losses.min()
+    assert set(np.unique(kept[0])) <= set(np.unique(subset_losses))
+
+
+def test_loss_cluster_ranks_are_intervals_ordered_by_centre():
+    from sadp_core.methods import loss_cluster_ranks
+
+    values = rng(8).lognormal(0, 1, 5000)
+    ranks = loss_cluster_ranks(values, 10)
+    assert ranks.min() == 0 and ranks.max() == 9
+    order = np.argsort(values)
+    assert np.all(np.diff(ranks[order]) >= 0)  # each cluster is an interval of values
+    assert loss_cluster_ranks(np.ones(50), 10).tolist() == [0] * 50

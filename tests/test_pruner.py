@@ -220,7 +220,7 @@ def test_sadp_inclusion_frequencies_and_weights_over_seeds():
     weighted_means = np.empty(draws)
     values = np.cos(np.arange(size)) + 2
     for seed in range(draws):
-        pruner = Pruner(num_examples=size, prune_ratio=0.6, epochs=3, seed=seed)
+        pruner = Pruner(num_examples=size, prune_ratio=0.6, epochs=3, seed=seed, correction="unbiased")
         pruner.plan(0)
         pruner.update(np.arange(size), scores)
         plan = pruner.plan(1)
@@ -268,3 +268,37 @@ def test_scores_cannot_be_written_through_the_property():
     pruner = Pruner(num_examples=3, epochs=2)
     with pytest.raises(ValueError):
         pruner.scores[0] = 1.0
+
+
+@pytest.mark.parametrize("method", ["sadp", "loss"])
+def test_annealed_correction_raises_the_weights_from_one_to_horvitz_thompson(method):
+    """correction="annealed": weights (K / (N pi)) ** beta, beta = 0 at the first pruned epoch,
+    1 at the last; the same draws as "unbiased" and "none" (only the weights differ)."""
+    size, epochs = 200, 10
+    scores = np.random.default_rng(0).lognormal(0, 1, size)
+    pruners = {
+        name: Pruner(
+            num_examples=size, prune_ratio=0.5, epochs=epochs, seed=3, method=method, correction=name
+        )
+        for name in ("annealed", "unbiased", "none")
+    }
+    pruned = [e for e in range(epochs) if pruners["annealed"].schedule.phase(e) == "prune"]
+    for epoch in range(epochs):
+        plans = {name: pruner.plan(epoch) for name, pruner in pruners.items()}
+        for pruner in pruners.values():
+            pruner.update(plans["annealed"].indices, scores[plans["annealed"].indices])
+        np.testing.assert_array_equal(plans["annealed"].indices, plans["unbiased"].indices)
+        np.testing.assert_array_equal(plans["none"].indices, plans["unbiased"].indices)
+        if epoch not in pruned:
+            continue
+        beta = pruned.index(epoch) / (len(pruned) - 1)
+        horvitz_thompson = plans["unbiased"].weights
+        assert np.ptp(horvitz_thompson) > 0.5  # the weights do vary
+        np.testing.assert_allclose(plans["annealed"].weights, horvitz_thompson**beta)
+        np.testing.assert_array_equal(plans["none"].weights, 1.0)
+    assert Pruner(num_examples=5, epochs=2).method.correction == "annealed"  # the default
+
+
+def test_unknown_correction_is_refused():
+    with pytest.raises(SADPError, match="correction must be one of"):
+        Pruner(num_examples=10, epochs=2, correction="partly")
