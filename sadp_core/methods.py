@@ -50,19 +50,19 @@ CORRECTIONS: tuple[str, ...] = ("unbiased", "annealed", "none")
 
 
 class Stage(NamedTuple):
-    """Where a pruned epoch lies in the schedule: the ``index``-th of ``count`` pruned epochs.
+    """Where a pruned epoch lies in the schedule: pruned epoch ``number`` (0-based) of ``total``.
 
     Methods whose rule changes over training (SeTa's sliding window, SADP's annealed
     weight exponent) read it; the others ignore it.
     """
 
-    index: int = 0
-    count: int = 1
+    number: int = 0
+    total: int = 1
 
     @property
     def progress(self) -> float:
         """0 at the first pruned epoch, 1 at the last (0 when there is only one)."""
-        return self.index / (self.count - 1) if self.count > 1 else 0.0
+        return self.number / (self.total - 1) if self.total > 1 else 0.0
 
 
 FIRST_STAGE = Stage()
@@ -416,12 +416,12 @@ class SeTa(Method):
         scores = table.filled(table.latest)
         size = scores.shape[0]
         subset = order[: min(size, max(budget, round(budget / self.window)))]
-        if stage.index == 0 or subset.shape[0] == budget:
+        if stage.number == 0 or subset.shape[0] == budget:
             taken = subset[:budget]
         else:
             ranks = loss_cluster_ranks(scores[subset], self.groups)
             width = max(1, round(self.groups * self.window))
-            start = stage.index % (self.groups - width + 1)
+            start = stage.number % (self.groups - width + 1)
             by_rank = np.argsort(ranks, kind="stable")  # easy to hard; within a cluster, in random order
             first = min(int(np.searchsorted(ranks[by_rank], start)), subset.shape[0] - budget)
             taken = subset[by_rank[first : first + budget]]
