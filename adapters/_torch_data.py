@@ -4,7 +4,7 @@ of each epoch's plan (this rank's share of it under ``torch.distributed``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch.utils.data import Dataset, Sampler
 
@@ -12,10 +12,26 @@ from sadp_core.errors import SADPError
 
 from . import _distributed
 
-if TYPE_CHECKING:
-    from ._torch import TorchHandle
+__all__ = ["EpochSource", "IndexedDataset", "PlanBatchSampler"]
 
-__all__ = ["IndexedDataset", "PlanBatchSampler"]
+
+class EpochSource(Protocol):
+    """What a :class:`PlanBatchSampler` needs of its handle (the torch handle is one).
+
+    The data side depends on this protocol only, so that the handle may build samplers
+    without the two modules importing each other.
+    """
+
+    _next_epoch: int
+
+    def _begin_epoch(self) -> Any:
+        """Start the next epoch; return its plan (``.indices``, ``.epoch``)."""
+
+    def _end_epoch(self, epoch: int) -> None:
+        """Close epoch ``epoch`` once its batches have all been handed out."""
+
+    def _upcoming_size(self) -> int:
+        """Examples in the epoch under way, or else in the next one."""
 
 
 class IndexedDataset(Dataset):  # type: ignore[type-arg]
@@ -40,7 +56,7 @@ class PlanBatchSampler(Sampler[list[int]]):
     the plan, padded (or, with ``drop_last``, cut) as ``DistributedSampler`` does.
     """
 
-    def __init__(self, handle: TorchHandle, batch_size: int, drop_last: bool = False) -> None:
+    def __init__(self, handle: EpochSource, batch_size: int, drop_last: bool = False) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise SADPError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.handle, self.batch_size, self.drop_last = handle, batch_size, drop_last

@@ -2,7 +2,7 @@
 
     python benchmarks/fashion_mnist.py            # or: nox -s demo
 
-The same as ``python benchmarks/sadp_bench.py main`` (all its options apply: ``--data DIR``,
+The same as ``sadp-bench main`` (all its options apply: ``--data DIR``,
 ``--dataset digits``, ``--epochs``, ``--prune-ratio``, ...). A snnTorch LIF network
 (784-256-10, T=4 steps, direct-current input, cross-entropy at every step) is trained
 through ``sadp_core.attach`` for 8 epochs on all 60,000 examples and, interleaved epoch by
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import sys
 
-from sadp_bench import main
+import _shim  # noqa: F401  (before sadp_bench: see _shim.py)
+
+from sadp_bench.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["main", *sys.argv[1:]]))
+    sys.exit(main(["main", *sys.argv[1:]], prog="sadp_bench.py"))

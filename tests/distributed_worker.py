@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,13 @@ def main() -> None:
     else:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         ddp_runs(args.framework, args.out)
+        # Every result is on disk and the process group is destroyed. With torch 2.13 and
+        # gloo, about one exit in four then aborts in C++ teardown ("terminate called without
+        # an active exception"), with or without sadp-core (seen on the code before and after
+        # this change); skip the interpreter's teardown so the test checks our results, not it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

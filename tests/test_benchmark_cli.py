@@ -20,7 +20,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "benchmarks" / "sadp_bench.py"
-METHODS = ("full", "random", "infobatch", "ucb", "eps_greedy", "loss", "sadp", "sadp_all", "oracle")
+METHODS = (
+    "full", "fewer_epochs", "random", "infobatch", "seta", "ucb", "eps_greedy", "loss", "sadp",
+    "sadp_unbiased", "sadp_uncorrected", "sadp_all", "oracle",
+)  # fmt: skip
 JAX_METHODS = set(METHODS) - {"sadp_all", "oracle"}
 FIELDS = (
     "framework", "model", "method", "prune_ratio", "seed", "test_accuracy", "train_wall_s",
@@ -57,12 +60,16 @@ def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
         assert all(field in record for field in FIELDS), sorted(record)
         assert 0 <= record["test_accuracy"] <= 1
         assert record["train_wall_s"] > 0 and record["speedup"] > 0
-        assert len(record["curve"]) == 2
         pruned = record["method"] != "full"
         assert record["prune_ratio"] == (0.5 if pruned else 0.0)
-        if record["method"] in ("full", "infobatch"):
+        if record["method"] == "fewer_epochs":  # all data for round(0.5 * 2) = 1 of the 2 epochs
+            assert record["run_epochs"] == 1 and len(record["curve"]) == 1
+            assert record["processed_fraction"] == pytest.approx(0.5)
+        elif record["method"] in ("full", "infobatch"):
+            assert len(record["curve"]) == 2
             assert record["processed_fraction"] >= 0.75 - 1e-9
         else:  # a warm-up epoch on all 1437 examples, then K = round(0.5 * 1437)
+            assert len(record["curve"]) == 2
             assert record["processed_fraction"] == pytest.approx((1437 + 718) / (2 * 1437))
         assert record["theoretical_speedup"] == pytest.approx(1 / record["processed_fraction"])
         if record["framework"] == "jax":  # one compilation per batch size, none from step to step
@@ -80,7 +87,7 @@ def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
         assert (grid / "report" / name).stat().st_size > 1000
-    assert len(json.loads((grid / "report" / "results.json").read_text())) == 34 + 7
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (13 + 12) + 11
     text = (grid / "report.md").read_text()
     assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp" in text
 
@@ -89,7 +96,9 @@ def test_main_job_on_digits_writes_json_and_plot(tmp_path: Path) -> None:
     done = cli("main", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path / "main"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "main" / "results.json").read_text())
-    assert [r["method"] for r in result["runs"]] == ["full", "sadp"]
+    assert [r["method"] for r in result["runs"]] == ["full", "sadp", "fewer_epochs"]
+    fewer = result["runs"][2]  # all data for the whole epochs closest to SADP's share (2 epochs: 1)
+    assert fewer["run_epochs"] == 1 and fewer["processed_fraction"] == pytest.approx(0.5)
     assert "achieved/max" in done.stdout
     assert (tmp_path / "main" / "accuracy_vs_time.png").stat().st_size > 1000
 

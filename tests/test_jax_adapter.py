@@ -528,7 +528,9 @@ def test_digits_training_schedule_compiles_and_resume(digits: Any) -> None:
     assert [len(p.indices) for p in plans] == [n, budget, budget, budget, budget, n]
     for plan in plans:
         assert len(np.unique(plan.indices)) == len(plan.indices)
-    assert np.all(plans[-1].weights == 1) and not np.all(plans[1].weights == 1)
+    # the annealed correction: weights 1 in the first pruned epoch (exponent 0), spread later
+    assert np.all(plans[1].weights == 1) and not np.all(plans[2].weights == 1)
+    assert np.all(plans[-1].weights == 1)
     assert run.h.stats.unscored_examples == 0 and run.h.stats.nonfinite_scores == 0
     end_accuracy = accuracy(run.model, x_test, y_test)
     assert end_accuracy > max(start_accuracy + 0.3, 0.75), (start_accuracy, end_accuracy)

@@ -439,8 +439,9 @@ def test_conv_layer_as_readout() -> None:
 @pytest.mark.parametrize("case", CASES[:2], ids=CASE_IDS[:2])
 def test_bound_holds_under_nonuniform_plan_weights(case: Case) -> None:
     """In a pruning epoch of method "sadp" the plan weights differ between examples; the
-    handle undoes weight and batch mean, so the bound still holds against the unweighted truth."""
-    net, reference, x, y, h = setup(case)
+    handle undoes weight and batch mean, so the bound still holds against the unweighted truth.
+    The unbiased correction gives spread weights from the first pruned epoch on."""
+    net, reference, x, y, h = setup(case, correction="unbiased")
     for start in range(0, N, BATCH):  # warm-up epoch: every example gets a score
         scored_step(h, case, net, x, y, np.array(h.plan(0).indices[start : start + BATCH]))
     net.zero_grad()

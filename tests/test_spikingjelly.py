@@ -283,7 +283,7 @@ def test_bound_holds_under_non_uniform_plan_weights(architecture: str) -> None:
     reference = copy.deepcopy(model)
     unweighted_model = copy.deepcopy(model)
     x_all, y_all = make_data(architecture, n)
-    h = sadp_core.attach(model, num_examples=n, prune_ratio=0.5, epochs=4, seed=0)
+    h = sadp_core.attach(model, num_examples=n, prune_ratio=0.5, epochs=4, seed=0, correction="unbiased")
     for batch in h.batch_sampler(BATCH):  # scored warm-up
         handle_scores(model, h, x_all[:, batch], y_all[batch], np.array(batch))
     batches = list(h.batch_sampler(BATCH))

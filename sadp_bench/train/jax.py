@@ -1,19 +1,10 @@
-"""The JAX framework of the SNN benchmark: a spyx MLP trained through ``sadp_core``'s JAX adapter.
+"""A training run of the spyx MLP through ``sadp_core``'s JAX adapter (framework ``jax``).
 
-Imported only when ``--frameworks`` lists ``jax`` (``bench_train.make_run``), so the torch
-runs never import JAX.
-
-The network is the snnTorch MLP of ``bench_models`` in spyx: ``nnx.Linear(side^2, 256)`` on
-the static image (direct current, computed once), then ``spyx.nn.run`` of a
-``spyx.nn.Sequential(LIF, nnx.Linear(256, 10))`` over T = 4 steps, which returns the
-readout's per-step outputs ``[T, B, C]``. The neuron (:class:`LeakyLIF`) is spyx's ``LIF``
-with snnTorch ``Leaky(beta=0.9)`` dynamics: fixed beta = 0.9 (not trained), reset by
-subtraction from the previous membrane (no gradient through the reset), spike on the new
-membrane, arctan surrogate ``1 / (1 + (pi v)^2)`` (snnTorch's ``ATan`` with alpha = 2). The
-initial weights are those of the snnTorch MLP built with the same seed, so both frameworks
-start from the same network. Loss ('rate'): cross-entropy at every step, averaged over the
-steps; optimizer: Adam (optax, torch's defaults) with the learning rate of torch's
-``CosineAnnealingLR`` set before each epoch.
+Imported only when ``--frameworks`` lists ``jax`` (:func:`sadp_bench.train.compare.make_run`),
+so the torch runs never import JAX. The network is :class:`sadp_bench.models.jax.SpyxMLP`
+with the initial weights of the snnTorch MLP of the same seed. Loss ('rate'): cross-entropy
+at every step, averaged over the steps; optimizer: Adam (optax, torch's defaults) with the
+learning rate of torch's ``CosineAnnealingLR`` set before each epoch.
 
 Training is the adapter's loop: ``h = sadp_core.attach(model, ...)``,
 ``grad_fn = h.value_and_grad(loss_fn, jit=False)`` inside an ``nnx.jit`` training step,
@@ -35,21 +26,21 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import spyx
-import torch
-from bench_models import CLASSES, Data, SnnTorchMLP
 from flax import nnx
 
 import sadp_core
 
-BETA = 0.9
-MODELS = ("mlp",)
+from ..data import Data
+from ..methods import attach_options
+from ..models.jax import SpyxMLP, build_model, per_example_loss
+from .common import Run, RunSpec, Settings
 
 # Every run builds its own jitted step, but all runs of one shape compile to the same
 # program: a persistent compilation cache (a directory that lives as long as the process)
@@ -59,61 +50,6 @@ _CACHE = tempfile.TemporaryDirectory(prefix="sadp-bench-xla-")
 jax.config.update("jax_compilation_cache_dir", _CACHE.name)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-"""The JAX conv model is not included (methods: ``bench_train.JAX_METHODS``)."""
-
-
-def _atan_surrogate(v: jax.Array) -> jax.Array:
-    return 1.0 / (1.0 + (jnp.pi * v) ** 2)
-
-
-class LeakyLIF(spyx.nn.LIF):
-    """spyx ``LIF`` with snnTorch ``Leaky(beta=0.9)`` dynamics (see the module docstring)."""
-
-    def __init__(self, hidden_shape: tuple[int, ...], *, rngs: nnx.Rngs) -> None:
-        activation = spyx.axn.custom(_atan_surrogate, spyx.axn.heaviside)
-        super().__init__(hidden_shape, beta=BETA, activation=activation, rngs=rngs)
-        self.beta = nnx.Variable(jnp.asarray(BETA, jnp.float32))  # a constant, as in snnTorch
-
-    def __call__(self, x: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-        reset = jax.lax.stop_gradient(spyx.axn.heaviside(v - self.threshold))
-        v = self.beta[...] * v + x - reset * self.threshold
-        return self.spike(v - self.threshold), v
-
-
-class SpyxMLP(nnx.Module):
-    """``fc1`` on the static image, then T steps of LIF and the ``nnx.Linear`` readout."""
-
-    def __init__(self, side: int, hidden: int, steps: int, rngs: nnx.Rngs) -> None:
-        self.steps = steps
-        self.fc1 = nnx.Linear(side * side, hidden, rngs=rngs)
-        self.core = spyx.nn.Sequential(LeakyLIF((hidden,), rngs=rngs), nnx.Linear(hidden, CLASSES, rngs=rngs))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        current = self.fc1(x)
-        outputs, _ = spyx.nn.run(self.core, jnp.broadcast_to(current, (self.steps, *current.shape)))
-        return outputs  # [T, B, C]
-
-
-def build_model(model: str, side: int, *, hidden: int, steps: int, seed: int) -> SpyxMLP:
-    """The spyx MLP with the initial weights of the snnTorch MLP of the same seed."""
-    if model not in MODELS:
-        raise ValueError(f"no {model!r} model for framework 'jax' (only {', '.join(MODELS)})")
-    torch.manual_seed(seed)
-    reference = SnnTorchMLP(side, hidden, steps)
-    network = SpyxMLP(side, hidden, steps, nnx.Rngs(seed))
-    for mine, theirs in ((network.fc1, reference.fc1), (network.core.layers[1], reference.fc2)):
-        mine.kernel[...] = jnp.asarray(theirs.weight.detach().numpy().T)
-        mine.bias[...] = jnp.asarray(theirs.bias.detach().numpy())
-    return network
-
-
-def per_example_loss(outputs: jax.Array, labels: jax.Array, kind: str = "rate") -> jax.Array:
-    """``[B]`` losses from ``[T, B, C]`` outputs, as ``bench_models.per_example_loss``."""
-    if kind == "mean":
-        return optax.softmax_cross_entropy_with_integer_labels(outputs.mean(0), labels)
-    steps = outputs.shape[0]
-    labels = jnp.broadcast_to(labels, (steps, *labels.shape))
-    return optax.softmax_cross_entropy_with_integer_labels(outputs, labels).mean(0)
 
 
 def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
@@ -122,9 +58,9 @@ def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
 
 
 class JaxParts:
-    """Model, optimizer, handle and jitted steps of one JAX run (``bench_train.JaxRun``)."""
+    """Model, optimizer, handle and jitted steps of one JAX run (:class:`JaxRun`)."""
 
-    def __init__(self, spec: Any, data: Data, settings: Any, attach_options: dict[str, Any]) -> None:
+    def __init__(self, spec: RunSpec, data: Data, settings: Settings, attach_options: dict[str, Any]) -> None:
         self.settings = settings
         self.model = build_model(
             spec.model, data.side, hidden=settings.hidden, steps=settings.steps, seed=spec.seed
@@ -195,3 +131,22 @@ class JaxParts:
             predicted = np.asarray(self.predict(self.model, self.test_x[start:stop]))
             correct += int((predicted == self.test_y[start:stop]).sum())
         return correct / size
+
+
+@dataclass
+class JaxRun(Run):
+    """A run of the spyx MLP through the JAX adapter: same epochs, timer and evaluation points
+    as the torch runs; compilation kept out of the timer (:class:`JaxParts`)."""
+
+    def _setup(self) -> None:
+        self.parts = JaxParts(self.spec, self.data, self.own_settings, attach_options(self.spec.method))
+        self.model, self.handle = self.parts.model, self.parts.handle
+
+    def _train_steps(self, bar: Callable[[Any, int], Any] | None) -> tuple[int, float, float]:
+        return self.parts.train_steps(self.epoch, bar)
+
+    def _evaluate(self, limit: int | None) -> float:
+        return self.parts.evaluate(self.settings.eval_batch, limit)
+
+    def _extra_fields(self) -> dict[str, Any]:
+        return {"jit_warmup_s": self.parts.warmup_s, "jit_compilations": self.parts.traces}

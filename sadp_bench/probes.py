@@ -1,4 +1,4 @@
-"""Gradient-variance probe and bound quality (``sadp_bench.py probe``).
+"""Gradient-variance probe and bound quality of the torch networks (``sadp-bench probe``).
 
 On a full-data checkpoint (``--epochs`` epochs on the training set) and a fixed subset of
 ``n`` training examples:
@@ -24,11 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_models import Data, per_example_loss, reset
-from bench_train import Run, RunSpec, Settings
 from torch import nn
 
 import sadp_core
+
+from .data import Data
+from .models.torch import per_example_loss, reset
+from .train.common import RunSpec, Settings
+from .train.torch import TorchRun
 
 PROBE_METHODS = ("random", "infobatch", "ucb", "eps_greedy", "loss", "sadp", "sadp_all", "oracle")
 SCORE_OF = {
@@ -147,7 +150,7 @@ def probe(
     ratio: float, seed: int,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     """Both probes for one (framework, model); returns (variance records, bound records)."""
-    run = Run(RunSpec(framework, model_name, "full", 0.0, seed), data, settings)
+    run = TorchRun(RunSpec(framework, model_name, "full", 0.0, seed), data, settings)
     run.handle.detach()  # full data: the checkpoint's training needs no trace
     chosen = np.sort(np.random.default_rng(seed + 99).permutation(len(data.train_y))[:subset])
     x, y = data.train_x[torch.from_numpy(chosen)], data.train_y[torch.from_numpy(chosen)]

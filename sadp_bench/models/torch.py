@@ -1,4 +1,4 @@
-"""Data, models and loss of the SNN benchmark (``sadp_bench.py``).
+"""The torch networks of the benchmark (snnTorch and SpikingJelly), their loss and prediction.
 
 Every model is a real network of its framework: snnTorch ``Leaky`` neurons (explicit
 membrane state, so no class-level reset is needed) or SpikingJelly ``LIFNode`` neurons in
@@ -6,79 +6,27 @@ multi-step mode. Input is direct current: the first layer sees the static image 
 its output drives the neurons at each of ``T`` steps. Each model returns the readout's
 per-step outputs ``[T, B, C]``.
 
-Models (``side`` = 28 for Fashion-MNIST, 8 for scikit-learn's digits):
+Models of the SNN benchmark (``side`` = 28 for Fashion-MNIST, 8 for scikit-learn's digits):
 
 - ``mlp``: Linear(side^2, 256) - LIF - Linear(256, 10), T = 4;
 - ``conv``: Conv(1, 8, 3x3) - MaxPool 2 - LIF - Conv(8, 16, 3x3, stride 2) - LIF -
   Linear(16 (side/4)^2, 10), T = 4 (a small network: convolutions are dear on one CPU thread).
 
-The third framework, ``jax``, is the MLP in spyx (``bench_jax.py``, imported only when
-asked for, with its own training step on ``h.value_and_grad`` / ``h.batches``); there is no
-JAX conv model.
+The third framework, ``jax``, is the MLP in spyx (:mod:`sadp_bench.models.jax`, imported
+only when asked for); there is no JAX conv model.
+
+The networks of the overhead measurements (:mod:`sadp_bench.speed`), a 784-256-10 LIF
+network with a LIF readout whose time-mean membrane is the output, are here too:
+:class:`SnnTorchOverheadNet` and :class:`SpikingJellyOverheadNet`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-from idx_data import load_digits_split, load_idx_directory
 from torch import nn
 
-FRAMEWORKS = ("snntorch", "spikingjelly", "jax")
-"""Frameworks the benchmark trains. ``jax`` (spyx, MLP only) lives in ``bench_jax.py``: its
-model, and a training step on ``sadp_core.adapters.jax`` (``h.value_and_grad``, ``h.batches``)."""
-TORCH_FRAMEWORKS = ("snntorch", "spikingjelly")
-"""The frameworks of ``build_model`` and of the gradient probes."""
-MODELS = ("mlp", "conv")
-CLASSES = 10
-
-
-@dataclass(frozen=True)
-class Data:
-    """Training and test tensors (images flattened to ``[N, side * side]`` in [0, 1])."""
-
-    name: str
-    side: int
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-def load_data(dataset: str, directory: Path, train_size: int | None, test_size: int | None) -> Data:
-    """Fashion-MNIST (or any idx directory) or scikit-learn's digits, optionally a fixed subset.
-
-    A subset is drawn once with a fixed generator (seed 12345), independent of the run seeds,
-    so every method, seed and framework trains on the same examples.
-
-    Raises:
-        idx_data.MissingData: the idx directory lacks one of the four files.
-    """
-    if dataset == "digits":
-        train, test = load_digits_split(0)
-        name = "sklearn digits (8x8)"
-    else:
-        train, test = load_idx_directory(directory)
-        name = f"idx files in {directory}"
-    rng = np.random.default_rng(12345)
-
-    def subset(images: np.ndarray, labels: np.ndarray, size: int | None) -> tuple[torch.Tensor, ...]:
-        if size is not None and size < len(labels):
-            keep = np.sort(rng.permutation(len(labels))[:size])
-            images, labels = images[keep], labels[keep]
-        return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
-
-    train_x, train_y = subset(train.images, train.labels, train_size)
-    test_x, test_y = subset(test.images, test.labels, test_size)
-    side = round(train_x.shape[1] ** 0.5)
-    if side * side != train_x.shape[1]:
-        raise ValueError(f"images of {train_x.shape[1]} pixels are not square")
-    return Data(name, side, train_x, train_y, test_x, test_y)
-
+from . import CLASSES
 
 # -- snnTorch ------------------------------------------------------------------------------
 
@@ -224,7 +172,7 @@ def build_model(framework: str, model: str, side: int, *, hidden: int = 256, ste
 
 def reset(model: nn.Module) -> None:
     """Clear the neuron state of a benchmark model (a no-op for the snnTorch ones)."""
-    model.reset_state()  # type: ignore[operator]
+    model.reset_state()
 
 
 def per_example_loss(outputs: torch.Tensor, labels: torch.Tensor, kind: str = "rate") -> torch.Tensor:
@@ -245,3 +193,51 @@ def per_example_loss(outputs: torch.Tensor, labels: torch.Tensor, kind: str = "r
 def predict(outputs: torch.Tensor) -> torch.Tensor:
     """Class predictions from ``[T, B, C]`` readout outputs (the time-mean's argmax)."""
     return outputs.mean(0).argmax(1)
+
+
+# -- the networks of the overhead measurements ----------------------------------------------
+
+
+class SnnTorchOverheadNet(nn.Module):
+    """snnTorch LIF network 784-256-10 with a ``Leaky`` readout; returns the time-mean membrane.
+
+    ``fc1`` runs at every time step (as in the snnTorch tutorials), or once before the loop
+    (``hoisted``: its input is the same at every step, the cheapest step of the network).
+    """
+
+    def __init__(self, steps: int, hoisted: bool = False) -> None:
+        super().__init__()
+        import snntorch as snn
+
+        self.steps, self.hoisted = steps, hoisted
+        self.fc1, self.lif1 = nn.Linear(784, 256), snn.Leaky(beta=0.9)
+        self.fc2, self.lif2 = nn.Linear(256, 10), snn.Leaky(beta=0.9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        outputs, current = [], self.fc1(x) if self.hoisted else None
+        for _ in range(self.steps):
+            spikes, mem1 = self.lif1(current if self.hoisted else self.fc1(x), mem1)
+            _, mem2 = self.lif2(self.fc2(spikes), mem2)
+            outputs.append(mem2)
+        return torch.stack(outputs).mean(0)
+
+
+class SpikingJellyOverheadNet(nn.Module):
+    """SpikingJelly LIF network 784-256-10, multi-step on the input repeated ``steps`` times;
+    returns the time-mean readout and resets the neurons after every call."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import functional, layer, neuron
+
+        self.steps = steps
+        self.net = nn.Sequential(layer.Linear(784, 256), neuron.LIFNode(), layer.Linear(256, 10))
+        functional.set_step_mode(self.net, "m")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from spikingjelly.activation_based import functional
+
+        out = self.net(x.unsqueeze(0).repeat(self.steps, 1, 1)).mean(0)
+        functional.reset_net(self.net)
+        return out
