@@ -1,7 +1,7 @@
 """Smoke test of the SNN benchmark CLI (``benchmarks/sadp_bench.py``) on scikit-learn's digits.
 
-End to end, as a user runs it: every method on snnTorch and SpikingJelly and both models,
-and the JAX MLP (spyx, its seven readout-scoped methods), one seed, two epochs (a warm-up
+End to end, as a user runs it: every method on the snnTorch and SpikingJelly MLPs, SADP's
+two scopes on their conv nets, and the JAX MLP (spyx, its readout-scoped methods), one seed, two epochs (a warm-up
 epoch and one pruned epoch, so that each method's selection runs) in batches of 512 (few
 steps: this checks the plumbing, not the learning), then the report; checks the records'
 fields and that the plots exist. Collected where snnTorch, SpikingJelly and JAX are all
@@ -42,7 +42,8 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     done = cli(
         "run", "--dataset", "digits", "--epochs", "2", "--seeds", "0", "--ratios", "0.5",
-        "--methods", "all", "--batch-size", "512", "--out", str(out / "run"), cwd=out,
+        "--methods", "all", "--conv-methods", "sadp,sadp_all", "--batch-size", "512",
+        "--out", str(out / "run"), cwd=out,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -54,7 +55,7 @@ def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
     runs = {(r["framework"], r["model"], r["method"]) for r in records}
     for framework in ("snntorch", "spikingjelly"):
         assert {m for f, model, m in runs if (f, model) == (framework, "mlp")} == set(METHODS)
-        assert {m for f, model, m in runs if (f, model) == (framework, "conv")} == set(METHODS) - {"oracle"}
+        assert {m for f, model, m in runs if (f, model) == (framework, "conv")} == {"full", "sadp", "sadp_all"}
     assert {(model, m) for f, model, m in runs if f == "jax"} == {("mlp", m) for m in JAX_METHODS}
     for record in records:
         assert all(field in record for field in FIELDS), sorted(record)
@@ -87,9 +88,10 @@ def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
         assert (grid / "report" / name).stat().st_size > 1000
-    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (13 + 12) + 11
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (13 + 3) + 11
     text = (grid / "report.md").read_text()
-    assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp" in text
+    assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp, 2 epochs" in text
+    assert "## Time to accuracy" in text and "| fewer_epochs |" in text
 
 
 def test_main_job_on_digits_writes_json_and_plot(tmp_path: Path) -> None:

@@ -42,7 +42,10 @@ def plot_main(records: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def _color(method: str) -> str:
     """The same colour for a method in every panel."""
-    return "black" if method == "full" else f"C{METHOD_ORDER.index(method) - 1}"
+    if method == "full":
+        return "black"
+    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return f"C{index % 10}"
 
 
 def _grid(plt: Any, panels: int) -> tuple[Any, list[Any]]:
@@ -55,52 +58,60 @@ def _grid(plt: Any, panels: int) -> tuple[Any, list[Any]]:
     return figure, flat[:panels]
 
 
-def _pairs(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return sorted({(r["framework"], r["model"]) for r in records}, key=lambda p: (p[1] != "mlp", p[0]))
+def _settings(summary: dict[Key, dict[str, Any]]) -> list[tuple[str, str, int]]:
+    return sorted({k[:3] for k in summary}, key=lambda s: (s[1] != "mlp", s[0], -s[2]))
 
 
-def plot_accuracy_vs_time(records: list[dict[str, Any]], path: Path) -> None:
-    """Per (framework, model): seed-0 curves of the full run and every method at the middle ratio."""
+def _method_lines(
+    axis: Any, summary: dict[Key, dict[str, Any]], setting: tuple[str, str, int], x: str
+) -> None:
+    """One line per method through its ratios (mean ± std over seeds), full data as a star."""
+    full = summary.get((*setting, "full", 0.0))
+    for method in METHOD_ORDER:
+        # the largest ratio first, so that the line runs from the cheapest point to full data
+        keys = sorted((k for k in summary if k[:4] == (*setting, method)), key=lambda k: -k[4])
+        if not keys:
+            continue
+        xs = [summary[k][x] for k in keys]
+        ys = [100 * summary[k]["test_accuracy"] for k in keys]
+        errors = [100 * np.nan_to_num(summary[k]["test_accuracy_std"]) for k in keys]
+        if method == "full":
+            axis.errorbar(
+                xs, ys, yerr=errors, marker="*", markersize=12, color="black", label="full", linestyle=""
+            )
+            continue
+        if full is not None:  # each line ends at full data, where every method starts from
+            xs, ys, errors = [*xs, full[x]], [*ys, 100 * full["test_accuracy"]], [*errors, 0.0]
+        style = {"linewidth": 2.2, "linestyle": "--"} if method == "fewer_epochs" else {"linewidth": 1}
+        axis.errorbar(xs, ys, yerr=errors, marker="o", markersize=3, capsize=2, label=method,
+                      color=_color(method), **style)  # fmt: skip
+    if full is not None:
+        axis.axhspan(
+            100 * full["test_accuracy"] - 0.1, 100 * full["test_accuracy"] + 0.1, color="grey", alpha=0.15
+        )
+
+
+def plot_accuracy_vs_time(summary: dict[Key, dict[str, Any]], path: Path) -> None:
+    """Per setting: final accuracy (mean ± std over seeds) against mean training wall time, per method."""
     plt = _pyplot()
-    pairs = _pairs(records)
-    figure, axes = _grid(plt, len(pairs))
-    for axis, (framework, model) in zip(axes, pairs, strict=True):
-        mine = [r for r in records if (r["framework"], r["model"]) == (framework, model)]
-        seed = min(r["seed"] for r in mine)
-        ratios = sorted({r["prune_ratio"] for r in mine if r["method"] != "full"})
-        middle = ratios[len(ratios) // 2] if ratios else 0.0
-        for r in mine:
-            if r["seed"] != seed or (r["method"] != "full" and r["prune_ratio"] != middle):
-                continue
-            label = "full" if r["method"] == "full" else r["method"]
-            style = {"color": _color(r["method"]), "linewidth": 2 if r["method"] == "full" else 1}
-            axis.plot([p["wall_s"] for p in r["curve"]], [100 * p["test_accuracy"] for p in r["curve"]],
-                      marker=".", label=label, **style)  # fmt: skip
-        _label(axis, f"{framework} {model}, r={middle:g}, seed {seed}", "training wall time (s)",
-               "test accuracy (%, curve test subset)")  # fmt: skip
+    settings = _settings(summary)
+    figure, axes = _grid(plt, len(settings))
+    for axis, setting in zip(axes, settings, strict=True):
+        _method_lines(axis, summary, setting, "train_wall_s")
+        _label(axis, f"{setting[0]} {setting[1]}, {setting[2]} epochs (grey: full ± 0.1 point)",
+               "training wall time (s, mean over seeds)", "final test accuracy (%)")  # fmt: skip
     _save(plt, figure, path)
 
 
 def plot_accuracy_vs_share(summary: dict[Key, dict[str, Any]], path: Path) -> None:
-    """Per (framework, model): mean accuracy (± std over seeds) against share processed, per method."""
+    """Per setting: final accuracy (mean ± std over seeds) against share of examples processed."""
     plt = _pyplot()
-    pairs = sorted({(k[0], k[1]) for k in summary}, key=lambda p: (p[1] != "mlp", p[0]))
-    figure, axes = _grid(plt, len(pairs))
-    for axis, (framework, model) in zip(axes, pairs, strict=True):
-        for method in METHOD_ORDER:
-            keys = sorted(k for k in summary if k[:3] == (framework, model, method))
-            if not keys:
-                continue
-            xs = [summary[k]["processed_fraction"] for k in keys]
-            ys = [100 * summary[k]["test_accuracy"] for k in keys]
-            errors = [100 * np.nan_to_num(summary[k]["test_accuracy_std"]) for k in keys]
-            if method == "full":
-                axis.errorbar(
-                    xs, ys, yerr=errors, marker="*", markersize=12, color="black", label="full", linestyle=""
-                )
-            else:
-                axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=2, label=method, color=_color(method))
-        _label(axis, f"{framework} {model}", "share of examples processed", "test accuracy (%)")
+    settings = _settings(summary)
+    figure, axes = _grid(plt, len(settings))
+    for axis, setting in zip(axes, settings, strict=True):
+        _method_lines(axis, summary, setting, "processed_fraction")
+        _label(axis, f"{setting[0]} {setting[1]}, {setting[2]} epochs", "share of examples processed",
+               "final test accuracy (%)")  # fmt: skip
     _save(plt, figure, path)
 
 

@@ -18,10 +18,10 @@ from ..methods import METHODS
 
 METHOD_ORDER = METHODS
 """The order of the methods in tables and plots: the registry's (:mod:`sadp_bench.methods`)."""
-BASELINES = ("random", "infobatch")
-SADP_METHODS = ("sadp", "sadp_all", "oracle")
-Key = tuple[str, str, str, float]
-"""(framework, model, method, prune ratio): one row of the summary."""
+BASELINES = ("fewer_epochs", "random", "infobatch", "seta", "ucb", "eps_greedy", "loss")
+SADP_METHODS = ("sadp",)
+Key = tuple[str, str, int, str, float]
+"""(framework, model, epochs, method, prune ratio): one row of the summary."""
 
 
 def _read(path: Path) -> Any:
@@ -72,10 +72,10 @@ def merge(inputs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
-    """Mean, standard deviation and count over seeds per (framework, model, method, ratio)."""
+    """Mean, standard deviation and count over seeds per (framework, model, epochs, method, ratio)."""
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[(r["framework"], r["model"], r["method"], r["prune_ratio"])].append(r)
+        groups[(r["framework"], r["model"], int(r["epochs"]), r["method"], r["prune_ratio"])].append(r)
     summary = {}
     for key, rows in groups.items():
         item: dict[str, Any] = {"n": len(rows)}
@@ -105,21 +105,22 @@ def equal_share_rows(summary: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]
     processes exactly what SADP does at the same r, so there the two are measured side by side.
     """
     rows = []
-    for framework, model, baseline, ratio in sorted(summary):
+    for framework, model, epochs, baseline, ratio in sorted(summary):
         if baseline not in BASELINES:
             continue
-        other = summary[(framework, model, baseline, ratio)]
+        other = summary[(framework, model, epochs, baseline, ratio)]
         for method in SADP_METHODS:
             points = [
                 (v["processed_fraction"], v["test_accuracy"])
-                for (f, m, b, _), v in summary.items()
-                if (f, m) == (framework, model) and b in (method, "full")
+                for (f, m, e, b, _), v in summary.items()
+                if (f, m, e) == (framework, model, epochs) and b in (method, "full")
             ]
             if len(points) < 2:
                 continue
             share = other["processed_fraction"]
             rows.append(
-                {"framework": framework, "model": model, "method": method, "baseline": baseline,
+                {"framework": framework, "model": model, "epochs": epochs, "method": method,
+                 "baseline": baseline,
                  "prune_ratio": ratio, "share": share, "baseline_accuracy": other["test_accuracy"],
                  "baseline_std": other["test_accuracy_std"], "accuracy": interpolate(points, share)}
             )  # fmt: skip
