@@ -63,11 +63,22 @@ def test_the_dry_run_writes_a_valid_report(tmp_path: Path) -> None:
     assert "./main-snntorch/results.json" in names and not any("site" in name for name in names)
 
 
+def test_a_rerun_runs_only_the_stages_named(tmp_path: Path) -> None:
+    done = run_check(tmp_path, "--dry-run", GPU_CHECK_ONLY="overhead_torch")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu.json").read_text())
+    assert set(report["stages"]) == {"env", "overhead_torch"}
+    assert report["sessions"]["tests_gpu"]["status"] == "not run" and report["main"] == {}
+    assert report["overhead_snntorch"] > 0
+
+
 def test_bad_input_gives_clear_errors(tmp_path: Path) -> None:
     done = run_check(tmp_path, "--wrong")
     assert done.returncode == 2 and "usage: bash ci/gpu-check [--dry-run]" in done.stderr
     done = run_check(tmp_path, "--dry-run", GPU_CHECK_EPOCHS="one")
     assert done.returncode == 2 and "GPU_CHECK_EPOCHS" in done.stderr
+    done = run_check(tmp_path, "--dry-run", GPU_CHECK_ONLY="main_torch")
+    assert done.returncode == 2 and "the stages are" in done.stderr
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "x").write_text("")
     done = run_check(tmp_path, "--dry-run")

@@ -1,5 +1,5 @@
 """``ci/gpu_report.py``: the pieces of the GPU check become one checked JSON report and a
-Markdown section (standard library only: runs in every session)."""
+Markdown section that ``sadp-bench report`` keeps (no framework needed: runs in every session)."""
 
 from __future__ import annotations
 
@@ -151,3 +151,16 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out.write_text(json.dumps({"schema": 1}))
     assert gr.main(["markdown", str(out)]) == 1
     assert "is missing" in capsys.readouterr().err
+
+
+def test_the_benchmark_report_keeps_the_section() -> None:
+    """``sadp-bench report`` rewrites docs/benchmarks.md; the GPU check's section stays."""
+    from sadp_bench.report.page import GPU_SECTION, kept_gpu_section
+
+    assert (gr.BEGIN, gr.END) == GPU_SECTION
+    page = gr.insert_section(
+        "# Benchmarks\n", "<!-- gpu-check: begin -->\n## On a GPU\n<!-- gpu-check: end -->\n"
+    )
+    assert kept_gpu_section(page) == ["", "<!-- gpu-check: begin -->\n## On a GPU\n<!-- gpu-check: end -->"]
+    assert kept_gpu_section("# Benchmarks\n") == []
+    assert kept_gpu_section(gr.BEGIN + " no end") == []
