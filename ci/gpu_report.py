@@ -360,13 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out.write_text(json.dumps(environment(), indent=1))
             return 0
         if args.command == "assemble":
-            report = assemble(args.work, args.dry_run)
+            assembled = assemble(args.work, args.dry_run)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1))
-            return 1 if validate(report) else 0
-        report = _json(args.report) if args.report.exists() else None
-        if report is None:
+            args.out.write_text(json.dumps(assembled, indent=1))
+            return 1 if validate(assembled) else 0
+        if not args.report.exists():
             raise ReportError(f"{args.report} does not exist")
+        report = _json(args.report)
         problems = validate(report)
         if problems:
             print(f"{args.report}: " + "; ".join(problems), file=sys.stderr)
