@@ -426,6 +426,17 @@ def _delegate(argv: list[str], prog: str) -> int | None:
     return None
 
 
+def _device_problem(torch: Any, device: str) -> str | None:
+    """Why ``--device`` cannot be used here (None if it can)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        return f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: torch sees no CUDA device here"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "sadp-bench") -> int:
     """Parse the command line and run one subcommand; 2 on bad input or missing data."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -440,6 +451,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "sadp-bench") -> int:
 
             torch.set_num_threads(args.threads)
             _xla_threads(args.threads)
+            problem = _device_problem(torch, args.device)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
             for name in ("train_size", "test_size", "curve_test_size", "epochs", "batch_size", "steps"):
                 value = getattr(args, name, None)
                 if value is not None and value < 1:
