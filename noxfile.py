@@ -123,9 +123,12 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench_cli(session: nox.Session) -> None:
     """Smoke test of the SNN benchmark CLI (sadp-bench, and its shim benchmarks/sadp_bench.py) on
-    scikit-learn's digits."""
+    scikit-learn's digits, and the dry run of the GPU check (``bash ci/gpu-check --dry-run``)."""
     session.install(".[test,snntorch,spikingjelly,spyx,bench]", *TORCH)
-    _pytest(session, "numpy", "tests/test_benchmark_cli.py", frameworks="snntorch,spikingjelly,jax")
+    _pytest(
+        session, "numpy", "tests/test_benchmark_cli.py", "tests/test_gpu_check.py",
+        frameworks="snntorch,spikingjelly,jax",
+    )  # fmt: skip
 
 
 @nox.session
@@ -140,7 +143,9 @@ def distributed(session: nox.Session) -> None:
 
 @nox.session
 def gpu(session: nox.Session) -> None:
-    """The adapter tests marked ``gpu`` on a CUDA device (not part of the default sessions)."""
+    """The adapter tests marked ``gpu`` on a CUDA device (not part of the default sessions), for
+    machines with a package index; on a lent GPU machine without one, ``bash ci/gpu-check``
+    (docs/gpu.md) runs these and more from carried wheels."""
     if not HAS_CUDA:
         session.error("no CUDA device here (nvidia-smi not found); run this session on a GPU machine")
     session.install(".[test,snntorch,spikingjelly,spyx]", "jax[cuda12]", "equinox", "scikit-learn")

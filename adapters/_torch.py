@@ -236,7 +236,8 @@ class TorchHandle(Pruner):
             indices, weights = self._checked_batch(losses, indices)
         loss_weights = weights
         if losses.dtype is not torch.float32 or not losses.is_cpu:
-            loss_weights = weights.to(dtype=losses.dtype, device=losses.device)
+            # no wait on the GPU's queue: ``weights`` is a fresh host tensor that nothing changes
+            loss_weights = weights.to(dtype=losses.dtype, device=losses.device, non_blocking=True)
         if self._taps:  # name the batch the next backward pass belongs to
             if self.score_kind == "exact":
                 self._record_scores()  # release the raw tensors of the last batch now

@@ -131,6 +131,11 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     parser.add_argument(
         "--anneal-fraction", type=float, default=None, help="Pruner annealing share of epochs (default 0.125)"
     )
+    parser.add_argument(
+        "--device", default="cpu",
+        help="torch device of the snnTorch and SpikingJelly runs ('cuda': a GPU; default cpu); "
+        "JAX runs use JAX's default device",
+    )  # fmt: skip
 
 
 def build_parser(prog: str = "sadp-bench") -> argparse.ArgumentParser:
@@ -150,6 +155,7 @@ def build_parser(prog: str = "sadp-bench") -> argparse.ArgumentParser:
     main.add_argument("--prune-ratio", type=_ratio, default=0.3)
     main.add_argument("--seed", type=int, default=0)
     main.add_argument("--out", type=Path, default=Path("results/main"))
+    main.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
     run = commands.add_parser("run", help="the grid of methods, ratios, seeds, models and frameworks")
     _add_data_options(run)
@@ -239,7 +245,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     return Settings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
-        steps=args.steps, loss=args.loss, curve_test_size=args.curve_test_size,
+        steps=args.steps, loss=args.loss, curve_test_size=args.curve_test_size, device=args.device,
         pruner=tuple(
             (name, getattr(args, name)) for name in ("smoothing", "warmup_epochs", "anneal_fraction")
             if getattr(args, name) is not None
@@ -307,7 +313,7 @@ def command_main(args: argparse.Namespace) -> int:
         f"{args.framework} {args.model}, T={args.steps}, {args.epochs} epochs: all data, SADP "
         f"r={args.prune_ratio}, and all data for fewer epochs at SADP's share; epochs interleaved (1 thread)"
     )
-    records = run_comparison(specs, data, _settings(args), progress=True, log=tqdm.write)
+    records = run_comparison(specs, data, _settings(args), progress=not args.no_progress, log=tqdm.write)
     print(main_table(records))
     args.out.mkdir(parents=True, exist_ok=True)
     _write_json(
@@ -420,6 +426,17 @@ def _delegate(argv: list[str], prog: str) -> int | None:
     return None
 
 
+def _device_problem(torch: Any, device: str) -> str | None:
+    """Why ``--device`` cannot be used here (None if it can)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        return f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: torch sees no CUDA device here"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "sadp-bench") -> int:
     """Parse the command line and run one subcommand; 2 on bad input or missing data."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -434,6 +451,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "sadp-bench") -> int:
 
             torch.set_num_threads(args.threads)
             _xla_threads(args.threads)
+            problem = _device_problem(torch, args.device)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
             for name in ("train_size", "test_size", "curve_test_size", "epochs", "batch_size", "steps"):
                 value = getattr(args, name, None)
                 if value is not None and value < 1:

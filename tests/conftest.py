@@ -3,6 +3,10 @@
 Which backends run is the nox session's choice, through ``SADP_XP_BACKENDS`` (a
 comma-separated list of numpy, array_api_strict, torch, jax). A listed backend that cannot
 be imported is an error, never a silent skip. Unset, every importable backend runs.
+
+``SADP_XP_DEVICE=cuda`` puts the torch and jax arrays of the tests on the GPU (torch's default
+device, jax's default device; ``ci/gpu-check`` sets it); unset or ``cpu``, they stay on the
+host. A GPU asked for and not found is an error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ settings.register_profile("explore", max_examples=2_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "sadp"))
 
 ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "jax")
+DEVICES = ("cpu", "cuda")
+
+
+def _xp_device() -> str:
+    device = os.environ.get("SADP_XP_DEVICE", "cpu").strip() or "cpu"
+    if device not in DEVICES:
+        raise pytest.UsageError(f"unknown device {device!r} in SADP_XP_DEVICE; choose from {DEVICES}")
+    return device
+
+
+XP_DEVICE = _xp_device()  # checked once, when the tests are collected
 
 
 def _load(name: str) -> ModuleType:
@@ -32,11 +47,21 @@ def _load(name: str) -> ModuleType:
     if name == "array_api_strict":
         return importlib.import_module("array_api_strict")
     if name == "torch":
-        importlib.import_module("torch").set_num_threads(1)
+        torch = importlib.import_module("torch")
+        torch.set_num_threads(1)
+        if XP_DEVICE == "cuda":
+            if not torch.cuda.is_available():
+                raise pytest.UsageError("SADP_XP_DEVICE=cuda, but torch sees no CUDA device")
+            torch.set_default_device("cuda")
         return importlib.import_module("array_api_compat.torch")
     if name == "jax":
         jax = importlib.import_module("jax")
         jax.config.update("jax_enable_x64", True)
+        if XP_DEVICE == "cuda":
+            try:
+                jax.config.update("jax_default_device", jax.devices("gpu")[0])
+            except RuntimeError as error:
+                raise pytest.UsageError(f"SADP_XP_DEVICE=cuda, but jax sees no GPU: {error}") from None
         return importlib.import_module("jax.numpy")
     raise pytest.UsageError(f"unknown backend {name!r} in SADP_XP_BACKENDS; choose from {ALL_BACKENDS}")
 
@@ -125,6 +150,7 @@ def _frameworks_under_test() -> set[str]:
 # Test files that need several frameworks at once: collected only where all are under test.
 MULTI_FRAMEWORK_TESTS = {
     "test_benchmark_cli.py": ("snntorch", "spikingjelly", "jax"),
+    "test_gpu_check.py": ("snntorch", "spikingjelly", "jax"),
     "test_distributed.py": ("snntorch", "spikingjelly"),
     "test_jax_mesh.py": ("jax",),
 }

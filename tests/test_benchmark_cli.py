@@ -103,6 +103,7 @@ def test_main_job_on_digits_writes_json_and_plot(tmp_path: Path) -> None:
     assert fewer["run_epochs"] == 1 and fewer["processed_fraction"] == pytest.approx(0.5)
     assert "achieved/max" in done.stdout
     assert (tmp_path / "main" / "accuracy_vs_time.png").stat().st_size > 1000
+    assert {r["device"] for r in result["runs"]} == {"cpu"}
 
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
@@ -111,3 +112,5 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     done = cli("main", "--data", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert done.returncode == 2
     assert "apt-get install dataset-fashion-mnist" in done.stderr and "--dataset digits" in done.stderr
+    done = cli("main", "--dataset", "digits", "--device", "nonsense", cwd=tmp_path)
+    assert done.returncode == 2 and "is not a torch device" in done.stderr

@@ -111,8 +111,22 @@ def _equal_share_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+GPU_SECTION = ("<!-- gpu-check: begin -->", "<!-- gpu-check: end -->")
+"""The markers of the section that ``ci/gpu_report.py markdown --into`` writes: kept as it is."""
+
+
+def kept_gpu_section(page: str) -> list[str]:
+    """The lines of the GPU check's section of an earlier page, markers included ([] if none)."""
+    begin, end = GPU_SECTION
+    if begin not in page or end not in page.split(begin, 1)[1]:
+        return []
+    body = page.split(begin, 1)[1].split(end, 1)[0]
+    return ["", begin + body + end]
+
+
 def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
-    """Merge ``inputs`` into ``out`` (JSON and plots) and write ``markdown``."""
+    """Merge ``inputs`` into ``out`` (JSON and plots) and write ``markdown``, keeping the GPU
+    check's section of the page it replaces (:func:`kept_gpu_section`)."""
     records, metas, probes = merge(inputs)
     if not records:
         raise SystemExit(f"error: no results.json with records in {', '.join(map(str, inputs))}")
@@ -185,5 +199,7 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
         lines += ["```console", *[m.get("command", "?") for m in probes["meta"]], "```", ""]
     lines += probe_tables(probes)
     lines += investigation_tables(investigations, out)
+    if markdown.exists():
+        lines += kept_gpu_section(markdown.read_text())
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text("\n".join(lines).rstrip() + "\n")

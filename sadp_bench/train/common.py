@@ -37,6 +37,7 @@ class Settings:
     eval_batch: int = 1000
     curve_test_size: int | None = None  # test examples behind each per-epoch point (None: all)
     pruner: tuple[tuple[str, Any], ...] = ()  # Pruner options: smoothing, warmup_epochs, anneal_fraction
+    device: str = "cpu"  # torch runs: where model and data live ("cuda": a GPU); JAX: its default device
 
 
 @dataclass(frozen=True)
