@@ -345,12 +345,15 @@ _apply_lean = cast("Callable[..., torch.Tensor]", super(torch.autograd.Function,
 
 
 def _row_norms(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-    """The float32 norms of ``tensor`` over ``axes``."""
-    norms: torch.Tensor = (
-        torch.linalg.vector_norm(tensor, dim=axes)
-        if tensor.dtype is torch.float32
-        else torch.linalg.vector_norm(tensor, dim=axes, dtype=torch.float32)
-    )
+    """The float32 norms of ``tensor`` over ``axes``: half precision is summed in float32,
+    float64 (a model cast with ``.double()``, before or after ``attach``) in float64."""
+    norms: torch.Tensor
+    if tensor.dtype is torch.float32:
+        norms = torch.linalg.vector_norm(tensor, dim=axes)
+    elif tensor.dtype is torch.float64:
+        norms = torch.linalg.vector_norm(tensor, dim=axes).float()
+    else:
+        norms = torch.linalg.vector_norm(tensor, dim=axes, dtype=torch.float32)
     return norms
 
 

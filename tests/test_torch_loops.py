@@ -111,6 +111,7 @@ class SnnTorchNet(nn.Module):
         spikes, outputs = [], []
         for x_t in x:
             spk, mem = self.lif1(self.bn(self.fc1(x_t)), mem)
+            spk = spk.to(mem.dtype)  # snnTorch's surrogates give float32 spikes in a float64 model
             spikes.append(spk)
             outputs.append(self.fc2(self.drop(spk)))
         self.spikes = torch.stack(spikes)
@@ -134,6 +135,18 @@ def make_data(kind: str, n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch
     return x.unsqueeze(0).repeat(T, *([1] * x.ndim)), y
 
 
+def snapshot(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (a plain model, if attached), without its kept hidden spikes
+    (not graph leaves: they do not deep-copy)."""
+    for module in model.modules():
+        if isinstance(module, Keep):
+            module.kept = None
+    if isinstance(model, SnnTorchNet):
+        model.spikes = torch.zeros(0)
+        model.lif1.mem = model.lif1.mem.detach()  # snnTorch keeps the last membrane as a buffer
+    return copy.deepcopy(model)
+
+
 def freeze_norm_and_dropout(model: nn.Module) -> nn.Module:
     """Training mode everywhere but BatchNorm and dropout (the per-module way to freeze them;
     SpikingJelly's ``layer.Dropout``, which keeps its mask over time, is no ``nn.Dropout``)."""
@@ -144,9 +157,9 @@ def freeze_norm_and_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def attach(model: nn.Module, **options) -> sadp_core.Pruner:
+def attach(model: nn.Module, n: int = N, **options) -> sadp_core.Pruner:
     """Attach and draw the warm-up plan (every example, weight 1)."""
-    h = sadp_core.attach(model, num_examples=N, prune_ratio=0.5, epochs=4, seed=0, **options)
+    h = sadp_core.attach(model, num_examples=n, prune_ratio=0.5, epochs=4, seed=0, **options)
     h.plan(0)
     return h
 
@@ -158,13 +171,24 @@ def step(model: nn.Module, h: sadp_core.Pruner, x: torch.Tensor, y: torch.Tensor
     return np.array(h.scores[idx])
 
 
-def true_norms(reference: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, layer_name: str):
+def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def true_norms(
+    reference: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    idx: np.ndarray,
+    layer_name: str,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+) -> np.ndarray:
     """Per-example norm of the readout's ``[dW, db]``, one example at a time (float64)."""
     module = reference.get_submodule(layer_name)
     norms = []
     for i in idx:
         reference.zero_grad(set_to_none=True)
-        F.cross_entropy(reference(x[:, i : i + 1]), y[i : i + 1]).backward()
+        loss(reference(x[:, i : i + 1]), y[i : i + 1]).sum().backward()
         grads = [p.grad.flatten().double() for p in module.parameters() if p.grad is not None]
         norms.append(torch.cat(grads).norm().item())
     reference.zero_grad(set_to_none=True)
@@ -392,3 +416,161 @@ def test_normal_training_reports_nothing() -> None:
                 optimizer.step()
         h.detach()
     assert h.stats.unscored_batches == 0 and h.stats.unscored_examples == 0
+
+
+# -- 3. the loops people write -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_gradient_accumulation_scores_every_micro_batch(kind: str) -> None:
+    """Three named micro-batches per optimizer step, the loss divided by their number as usual:
+    each micro-batch's scores are those of a lone step at the same weights, divided by 3
+    like the error signal (a scale shared by every batch, which changes no plan: see the
+    guide)."""
+    accumulate = 3
+    model = freeze_norm_and_dropout(make_model(kind))
+    x, y = make_data(kind, n=2 * accumulate * BATCH)
+    h = sadp_core.attach(model, num_examples=2 * accumulate * BATCH, prune_ratio=0.5, epochs=3, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = list(h.batch_sampler(BATCH))
+    assert len(batches) == 2 * accumulate
+    for group in (batches[:accumulate], batches[accumulate:]):
+        at_the_step = snapshot(model)  # a plain model at the weights of this step
+        optimizer.zero_grad()
+        for batch in group:
+            idx = torch.tensor(batch)
+            losses = F.cross_entropy(model(x[:, idx]), y[idx], reduction="none")
+            (h.weighted_loss(losses, idx) / accumulate).backward()
+        optimizer.step()
+        for batch in group:
+            lone = attach(at_the_step, n=len(x[0]))
+            lone_scores = step(at_the_step, lone, x, y, np.array(batch)) / accumulate
+            lone.detach()
+            np.testing.assert_allclose(h.scores[batch], lone_scores, rtol=1e-5)
+    assert h.stats.unscored_batches == 0 and h.stats.unscored_examples == 0
+
+
+FIRST_LAYER = {"spikingjelly": "body.0", "snntorch": "fc1"}
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("where", ["added", "inside"])
+def test_a_spike_count_regulariser_leaves_the_score_of_the_main_loss(kind: str, where: str) -> None:
+    """A main loss plus a regulariser on the hidden spike counts, added to the weighted loss
+    (``added``) or to the per-example losses (``inside``): the regulariser trains the hidden
+    layers but does not pass through the readout, so the scores are the main loss's alone."""
+    model = freeze_norm_and_dropout(make_model(kind))
+    main_only = snapshot(model)
+    x, y = make_data(kind)
+    h, h_main = attach(model), attach(main_only)
+    idx = torch.arange(BATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SADPWarning)
+        losses = cross_entropy(model(x[:, idx]), y[idx])
+        counts = model.spikes.flatten(2).sum(2).mean(0)  # [B]: spikes per step and example
+        if where == "added":
+            loss = h.weighted_loss(losses, idx) + 1e-2 * counts.mean()
+        else:
+            loss = h.weighted_loss(losses + 1e-2 * counts, idx)
+        loss.backward()
+    expected = step(main_only, h_main, x, y, idx.numpy())
+    np.testing.assert_allclose(h.scores[idx.numpy()], expected, rtol=1e-6)
+    first, first_main = (m.get_submodule(FIRST_LAYER[kind]).weight.grad for m in (model, main_only))
+    assert not torch.allclose(first, first_main)  # the regulariser did train the hidden layers
+
+
+def logit_penalty(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A second per-example loss on the readout's output."""
+    return 0.1 * out.square().sum(1)
+
+
+def ce_and_penalty(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return cross_entropy(out, y) + logit_penalty(out, y)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_two_losses_through_the_readout_are_scored_together(kind: str) -> None:
+    """A second loss on the readout's output counts in the score: the per-example sum through
+    one ``weighted_loss``, or each loss through its own ``weighted_loss`` call on the same batch
+    (no warning: the same examples named twice before one backward pass), give the same
+    scores, and each bounds the true readout gradient norm of the summed per-example loss."""
+    model = freeze_norm_and_dropout(make_model(kind))
+    twin, reference = snapshot(model), snapshot(model).eval()
+    x, y = make_data(kind)
+    h, h_twin = attach(model), attach(twin)
+    idx = torch.arange(BATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SADPWarning)
+        out = model(x[:, idx])
+        h.weighted_loss(ce_and_penalty(out, y[idx]), idx).backward()
+        out = twin(x[:, idx])
+        (
+            h_twin.weighted_loss(cross_entropy(out, y[idx]), idx)
+            + h_twin.weighted_loss(logit_penalty(out, y[idx]), idx)
+        ).backward()
+        scores, twice = np.array(h.scores[idx.numpy()]), np.array(h_twin.scores[idx.numpy()])
+    np.testing.assert_allclose(twice, scores, rtol=1e-5)
+    truth = true_norms(reference, x, y, idx.numpy(), h.readout_name, loss=ce_and_penalty)
+    assert_bounds(scores, truth)
+    alone = true_norms(reference, x, y, idx.numpy(), h.readout_name)
+    assert not np.allclose(truth, alone, rtol=1e-2)  # the penalty matters
+    assert h.stats.unscored_batches == h_twin.stats.unscored_batches == 0
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_a_model_cast_to_float64_after_attach_keeps_its_scores(kind: str) -> None:
+    """``model.double()`` after ``attach``: the scores bound the float64 ground truth and equal
+    the float32 ones to float32 precision; ``model.float()`` afterwards is float32 again."""
+    model = freeze_norm_and_dropout(make_model(kind))
+    float32, reference = snapshot(model), snapshot(model).eval().double()
+    x, y = make_data(kind)
+    h, h32 = attach(model), attach(float32)
+    model.double()
+    first, second = np.arange(BATCH), np.arange(BATCH, 2 * BATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SADPWarning)
+        scores = step(model, h, x.double(), y, first)
+        assert_bounds(scores, true_norms(reference, x.double(), y, first, h.readout_name))
+        np.testing.assert_allclose(scores, step(float32, h32, x, y, first), rtol=1e-5)
+        model.float()
+        np.testing.assert_allclose(step(model, h, x, y, second), step(float32, h32, x, y, second), rtol=1e-6)
+    assert h.stats.unscored_batches == 0
+
+
+class TwoHeads(nn.Module):
+    """snnTorch: a classifier head, and a decoder (defined last) that runs only when asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(FEATURES, HIDDEN)
+        self.lif1 = snntorch.Leaky(beta=0.9)
+        self.head = nn.Linear(HIDDEN, CLASSES)
+        self.decoder = nn.Linear(HIDDEN, FEATURES)
+        with torch.no_grad():
+            self.fc1.weight.mul_(3.0)
+
+    def forward(self, x: torch.Tensor, decode: bool = False) -> torch.Tensor:
+        mem, out = self.lif1.init_leaky(), []
+        for x_t in x:
+            spk, mem = self.lif1(self.fc1(x_t), mem)
+            out.append(self.decoder(spk) if decode else self.head(spk))
+        return torch.stack(out).mean(0)
+
+
+def test_a_readout_that_did_not_run_is_reported() -> None:
+    """The readout found (the decoder, defined last) does not run on a classification step: the
+    warning says so and what to pass; ``readout="head"`` scores the step."""
+    torch.manual_seed(0)
+    model = TwoHeads()
+    x, y = make_data("snntorch")
+    h = attach(model)
+    assert h.readout_name == "decoder"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        step(model, h, x, y, np.arange(BATCH))
+    messages = warnings_of(record)
+    assert len(messages) == 1 and "'decoder', which did not run" in messages[0] and "readout=" in messages[0]
+    assert h.stats.unscored_batches == 1
+    h.detach()
+    h = attach(model, readout="head")
+    assert np.isfinite(step(model, h, x, y, np.arange(BATCH))).all()
