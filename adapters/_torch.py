@@ -210,6 +210,12 @@ class TorchHandle(Pruner):
         before every backward pass. Several backward passes on the same batch (truncated
         BPTT: same indices, same epoch, ``weighted_loss`` before each) add up their scores.
         For the loss-based methods the losses themselves are the scores, recorded here.
+
+        Any backward pass with gradients is traced, in training or eval mode alike. A batch
+        whose backward pass brings no trace (none ran, or it did not reach the readout) is
+        reported with an :class:`~sadp_core.SADPWarning` when the next batch is named or the
+        table is read, and counted in ``stats.unscored_batches`` (the guide's "Training
+        loops that work" lists the causes).
         """
         # the hot path of every step, kept to one lookup and one count: the weight table is
         # zero outside the plan, and an index out of range makes the lookup fail

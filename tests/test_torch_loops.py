@@ -16,6 +16,7 @@ dropout in eval mode, so that examples do not mix), as in the framework test fil
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -574,3 +575,24 @@ def test_a_readout_that_did_not_run_is_reported() -> None:
     h.detach()
     h = attach(model, readout="head")
     assert np.isfinite(step(model, h, x, y, np.arange(BATCH))).all()
+
+
+# -- the guide ---------------------------------------------------------------------------------
+
+
+def guide_loop_examples() -> list[str]:
+    """The Python blocks of the guide's section "Training loops that work", in order."""
+    text = GUIDE.read_text()
+    start = text.index("## Training loops that work")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else len(text)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_guide_loop_examples_run_as_written() -> None:
+    """Every block of the section runs, in order, in one namespace (its asserts included)."""
+    blocks = guide_loop_examples()
+    assert len(blocks) == 6
+    namespace: dict = {"__name__": "guide"}
+    for number, block in enumerate(blocks):
+        exec(compile(block, f"{GUIDE}, block {number}", "exec"), namespace)
