@@ -230,6 +230,23 @@ def test_eval_mode_training_is_scored_exactly_like_training_mode(kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", MODELS)
+def test_eval_mode_training_is_scored_like_training_mode_in_every_layer(kind: str) -> None:
+    """The same with ``scope="all"``: the Conv layers (traced by hooks, not by the class swap
+    of a plain Linear) are traced in eval mode too."""
+    model = make_model(kind)
+    train_mode = freeze_norm_and_dropout(snapshot(model))
+    x, y = make_data(kind)
+    h, h_train = attach(model, scope="all"), attach(train_mode, scope="all")
+    model.eval()
+    idx = np.arange(BATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SADPWarning)
+        scores = step(model, h, x, y, idx)
+    np.testing.assert_allclose(scores, step(train_mode, h_train, x, y, idx), rtol=1e-6)
+    assert np.isfinite(scores).all() and h.stats.unscored_batches == 0
+
+
+@pytest.mark.parametrize("kind", MODELS)
 def test_an_epoch_in_eval_mode_replaces_the_scores_of_the_epoch_before(kind: str) -> None:
     """The issue's loop: a warm-up epoch in training mode, then an epoch in eval mode with an
     optimizer. Every example of the second epoch gets a new score, so the next plan is drawn
