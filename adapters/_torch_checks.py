@@ -68,10 +68,12 @@ _CAUSES = {
         "for every batch you name, outside torch.no_grad(); name only the batches you train on"
     ),
     "frozen": (
-        "the backward pass of a batch named by h.weighted_loss did not reach {layers}: its parameters "
-        "have requires_grad=False and nothing before it needs a gradient, so no error reaches it, "
+        "the backward pass of a batch named by h.weighted_loss did not reach {layers}, whose "
+        "parameters have requires_grad=False: when nothing before it needs a gradient either, no "
+        "error reaches it, "
         + _UNSCORED
-        + ". Unfreeze it (requires_grad_(True)) or attach with readout= a layer that the error reaches"
+        + ". Unfreeze it (requires_grad_(True)) or attach with readout= a layer that the error "
+        "reaches (if the loss does not pass through it at all, compute the losses from its output)"
     ),
     "not_run": (
         "the backward pass of a batch named by h.weighted_loss did not reach {layers}, which did not "
