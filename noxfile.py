@@ -15,7 +15,7 @@ import nox
 
 nox.options.sessions = [
     "lint", "docs", "bench", "bench_cli", "core", "torch", "jax", "snntorch", "spikingjelly",
-    "distributed",
+    "torch_loops", "distributed",
 ]  # fmt: skip
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
@@ -81,6 +81,14 @@ def snntorch(session: nox.Session) -> None:
 def spikingjelly(session: nox.Session) -> None:
     """The SpikingJelly adapter (CPU torch pinned on machines without CUDA)."""
     _adapter_session(session, "spikingjelly")
+
+
+@nox.session
+def torch_loops(session: nox.Session) -> None:
+    """The training loops people write (eval mode, accumulation, two losses, a frozen readout,
+    float64), on real SpikingJelly and snnTorch models, and the guide's examples of them."""
+    session.install(".[test,snntorch,spikingjelly]", *TORCH)
+    _pytest(session, "numpy", "tests/test_torch_loops.py", frameworks="snntorch,spikingjelly")
 
 
 @nox.session

@@ -10,6 +10,9 @@ that also:
 - turns these norms into each example's spike-aware score, undoing the loss weight and the
   batch mean, in one vectorised pass every 64 batches and before anything reads the score
   table, so ``h.scores[idx]`` holds a batch's scores as soon as ``backward()`` returns;
+- reports every batch named by ``weighted_loss`` whose backward pass brought no trace
+  (an :class:`~sadp_core.SADPWarning` naming the cause, and ``stats.unscored_batches``);
+  eval-mode training is traced like training mode, ``torch.no_grad()`` evaluation is not;
 - feeds a ``DataLoader``: :meth:`TorchHandle.indexed` wraps the dataset so items carry
   their index, :meth:`TorchHandle.batch_sampler` plans the next epoch at each pass.
 """
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,8 +33,9 @@ from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
 
 from . import _distributed
+from ._torch_checks import Checks, Delivery, candidates, choose_readout, warn_if_normalises_tap
 from ._torch_data import IndexedDataset, PlanBatchSampler
-from ._torch_trace import TAPPABLE, Batch, Piece, SlotCache, Tap, bound_sums, exact_sums
+from ._torch_trace import Batch, Piece, SlotCache, Tap, bound_sums, exact_sums
 
 __all__ = ["IndexedDataset", "PlanBatchSampler", "TorchFramework", "TorchHandle"]
 
@@ -51,15 +56,6 @@ class TorchFramework:
     name: str
     neuron_types: tuple[type, ...]
     is_internal: Callable[[nn.Module, str, nn.Module], bool] = lambda parent, attribute, child: False
-
-
-@dataclass
-class _Checks:
-    """One-off checks made on the first recorded training step."""
-
-    executed: list[str] = field(default_factory=list)  # tappable layers, in the order they ran
-    hooks: list[Any] = field(default_factory=list)  # removed once the checks are made
-    done: bool = False
 
 
 @dataclass
@@ -125,12 +121,10 @@ class TorchHandle(Pruner):
             raise SADPError(f"score must be 'bound' or 'exact', got {score!r}")
         self.model, self.framework, self.scope, self.score_kind = model, framework, scope, score
         self._check_spiking(model)
-        candidates = _candidates(model, framework)
-        self.readout_name = _choose_readout(model, candidates, readout, framework)
+        found = candidates(model, framework)
+        self.readout_name = choose_readout(model, found, readout, framework)
         self._auto_readout = readout is None
-        layers = (
-            candidates if scope == "all" else [(self.readout_name, model.get_submodule(self.readout_name))]
-        )
+        layers = found if scope == "all" else [(self.readout_name, model.get_submodule(self.readout_name))]
         if score == "exact":
             for name, module in layers:
                 if not isinstance(module, nn.Linear):
@@ -138,13 +132,13 @@ class TorchHandle(Pruner):
                         f"score='exact' supports Linear layers only; {name!r} is {type(module).__name__}"
                     )
         self._taps: list[Tap] = []
-        self._checks = _Checks(done=True)
+        self._checks = Checks(done=True)
         if self.expects == "bound":
             self._taps = [
                 Tap(index, name, module, self, keep_tensors=score == "exact")
                 for index, (name, module) in enumerate(layers)
             ]
-            self._install_checks(candidates)
+            self._install_checks(found)
         self._batch: Batch | None = None
         self._previous_batch: Batch | None = None
         self._batch_generation = 0  # traces older than the current batch's are ignored
@@ -155,6 +149,8 @@ class TorchHandle(Pruner):
         self._received = False  # a backward pass reached the current trace
         self._generation = 0  # numbers the traces (a forward after a backward starts a new one)
         self._named = False  # weighted_loss named the batch since the last backward pass began
+        self._ran = False  # a tap ran with gradients since the last backward pass reached a loss
+        self._delivery = Delivery()  # see _check_delivered
         self._pass = -1  # the autograd graph task of the backward pass under way
         self._pieces: list[Piece] = []  # see _record_scores
         self._pending_batches = 0  # batches named since the last write
@@ -214,6 +210,12 @@ class TorchHandle(Pruner):
         before every backward pass. Several backward passes on the same batch (truncated
         BPTT: same indices, same epoch, ``weighted_loss`` before each) add up their scores.
         For the loss-based methods the losses themselves are the scores, recorded here.
+
+        Any backward pass with gradients is traced, in training or eval mode alike. A batch
+        whose backward pass brings no trace (none ran, or it did not reach the readout) is
+        reported with an :class:`~sadp_core.SADPWarning` when the next batch is named or the
+        table is read, and counted in ``stats.unscored_batches`` (the guide's "Training
+        loops that work" lists the causes).
         """
         # the hot path of every step, kept to one lookup and one count: the weight table is
         # zero outside the plan, and an index out of range makes the lookup fail
@@ -238,18 +240,23 @@ class TorchHandle(Pruner):
         if losses.dtype is not torch.float32 or not losses.is_cpu:
             # no wait on the GPU's queue: ``weights`` is a fresh host tensor that nothing changes
             loss_weights = weights.to(dtype=losses.dtype, device=losses.device, non_blocking=True)
+        result = (loss_weights * losses).mean()
         if self._taps:  # name the batch the next backward pass belongs to
+            plan, generation = self._weights_plan, self._generation
+            batch = Batch(indices, weights, plan.epoch if plan is not None else -1, generation)
+            if self._named:  # no backward pass reached a tap since the batch before was named
+                self._check_delivered(batch)
             if self.score_kind == "exact":
                 self._record_scores()  # release the raw tensors of the last batch now
-            plan, generation = self._weights_plan, self._generation
-            self._previous_batch = self._batch
-            self._batch = Batch(indices, weights, plan.epoch if plan is not None else -1, generation)
+            self._previous_batch, self._batch = self._batch, batch
             self._batch_generation, self._named = generation, True
+            if result.grad_fn is not None:  # tells whether its backward pass ran (_check_delivered)
+                result.grad_fn.register_prehook(partial(self._loss_reached, batch))
             self._count_batch()
         elif self.expects == "loss":
             self._losses.append((indices.numpy(), losses.detach()))
             self._count_batch()
-        return (loss_weights * losses).mean()
+        return result
 
     def _checked_batch(self, losses: Any, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Check a batch in full: its indices, the plan, the losses' shape; clear errors.
@@ -301,6 +308,17 @@ class TorchHandle(Pruner):
             batch.since = previous.since
         return batch.since <= generation
 
+    def _loss_reached(self, batch: Batch, grads: Any) -> None:
+        """A backward pass reached the loss of ``batch``: did a tap run since the pass before?"""
+        batch.reached, batch.ran, self._ran = True, self._ran, False
+
+    def _check_delivered(self, naming: Batch | None = None) -> None:
+        """Report the current batch if no backward pass has brought it a trace, and it is final:
+        its backward pass ran, or the next batch is being named (``naming``). See
+        :class:`~._torch_checks.Delivery` for the causes and the warning."""
+        if self._named and self._batch is not None:
+            self._delivery.check(self._batch, self._taps, naming)
+
     def _count_batch(self) -> None:
         """A new batch: every 64, the scores waiting are written, and all ranks (in step, as
         under DDP) exchange their scores. Two counts, as reading the table writes the scores
@@ -323,6 +341,7 @@ class TorchHandle(Pruner):
                 "a backward pass ran without h.weighted_loss(losses, indices) naming its batch; "
                 "compute every training loss with h.weighted_loss"
             )
+        self._batch.reported = True  # a tap was reached: a trace or an error, never silence
         if not self._checks.done:
             self._run_checks()
         self._pass, self._named, self._received = torch._C._current_graph_task_id(), False, True
@@ -336,6 +355,7 @@ class TorchHandle(Pruner):
         the table (``scores``, ``plan``, ``stats``, ``state_dict``, ...): the table reads as
         if each backward pass had written its own scores.
         """
+        self._check_delivered()
         self._pending_batches = 0
         if self._losses:
             entries, self._losses = self._losses, []
@@ -450,8 +470,11 @@ class TorchHandle(Pruner):
 
     @property
     def stats(self) -> PrunerStats:
+        """The :class:`~sadp_core.PrunerStats`, with ``unscored_batches``: batches named by
+        :meth:`weighted_loss` whose backward pass brought no trace (each reported with an
+        :class:`~sadp_core.SADPWarning` when the next batch was named or the table read)."""
         self._record_scores()
-        return super().stats
+        return super().stats._replace(unscored_batches=self._delivery.unscored)
 
     def plan(self, epoch: int) -> Plan:
         """The plan of ``epoch`` (see :meth:`sadp_core.Pruner.plan`); under ``torch.distributed``
@@ -487,7 +510,7 @@ class TorchHandle(Pruner):
         Global module hooks, filtered to this model's layers and removed after the first
         step: nothing is added to the model's own modules, which stay picklable.
         """
-        self._checks = _Checks()
+        self._checks = Checks()
         watched: dict[int, str] = {}
         if self._auto_readout and self.scope == "readout":
             tapped = {tap.name for tap in self._taps}
@@ -507,7 +530,7 @@ class TorchHandle(Pruner):
         def check_norm(module: nn.Module, args: tuple[Any, ...]) -> None:
             name = norms.get(id(module))
             if name is not None:
-                _warn_if_normalises_tap(module, args, name, taps)
+                warn_if_normalises_tap(module, args, name, taps)
 
         if watched:
             self._checks.hooks.append(nn.modules.module.register_module_forward_hook(note_candidate))
@@ -516,7 +539,7 @@ class TorchHandle(Pruner):
 
     def _note_candidate(self, name: str) -> None:
         recomputing = torch._C._current_graph_task_id() != -1  # a checkpoint inside backward
-        if not self._checks.done and self.model.training and torch.is_grad_enabled() and not recomputing:
+        if not self._checks.done and torch.is_grad_enabled() and not recomputing:
             self._checks.executed.append(name)
 
     def _run_checks(self) -> None:
@@ -572,7 +595,12 @@ class TorchHandle(Pruner):
                 stacklevel=2,
             )
         state: dict[str, Any] = _arrays_to_tensors(super().state_dict())
-        state["torch"] = {"next_epoch": self._next_epoch, "scope": self.scope, "readout": self.readout_name}
+        state["torch"] = {
+            "next_epoch": self._next_epoch,
+            "scope": self.scope,
+            "readout": self.readout_name,
+            "unscored_batches": self._delivery.unscored,
+        }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -585,6 +613,7 @@ class TorchHandle(Pruner):
             )
         super().load_state_dict(state)
         self._next_epoch = int(torch_state["next_epoch"]) if torch_state else self._next_epoch
+        self._delivery.unscored = int(torch_state.get("unscored_batches", 0)) if torch_state else 0
         self._in_progress = None
 
 
@@ -599,51 +628,3 @@ def _arrays_to_tensors(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _arrays_to_tensors(item) for key, item in value.items()}
     return value
-
-
-def _warn_if_normalises_tap(module: nn.Module, args: tuple[Any, ...], name: str, taps: list[Tap]) -> None:
-    if module.training and args and any(id(args[0]) == tap.last_output_id for tap in taps):
-        warnings.warn(
-            f"BatchNorm {name!r} normalises the output of a tapped layer in training mode, which mixes "
-            "examples: per-example scores are then approximate. Put it in eval mode, or tap another layer",
-            SADPWarning,
-            stacklevel=2,
-        )
-
-
-def _candidates(model: nn.Module, framework: TorchFramework) -> list[tuple[str, nn.Module]]:
-    """Linear and Conv layers in definition order, without those internal to a neuron."""
-    internal = set()
-    for parent_name, parent in model.named_modules():
-        for attribute, child in parent.named_children():
-            if isinstance(child, TAPPABLE) and framework.is_internal(parent, attribute, child):
-                internal.add(f"{parent_name}.{attribute}" if parent_name else attribute)
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, TAPPABLE) and name not in internal
-    ]
-
-
-def _choose_readout(
-    model: nn.Module, candidates: list[tuple[str, nn.Module]], readout: str | nn.Module | None, framework: Any
-) -> str:
-    names = [name for name, _ in candidates]
-    if readout is None:
-        if not candidates:
-            raise SADPError(
-                f"no Linear or Conv layer outside the {framework.name} neurons: nothing to use as the readout"
-            )
-        return names[-1]
-    if isinstance(readout, nn.Module):
-        for name, module in model.named_modules():
-            if module is readout:
-                readout = name
-                break
-        else:
-            raise SADPError("readout= is a module that is not part of the model")
-    if not isinstance(readout, str) or readout not in names:
-        raise SADPError(
-            f"readout={readout!r} is not a Linear or Conv layer of the model; choose one of {names}"
-        )
-    return readout

@@ -1,10 +1,11 @@
 """The trace of the torch handle: the taps on the traced layers, and the scores they give.
 
-A :class:`Tap` sits on one Linear or Conv layer. Each call of the layer in a training
-forward pass leaves, once the error reaches its output, a *piece* of trace:
-``(batch, layer, input norms, error norms)``. A plain Linear layer is traced by a class
-swap (its forward becomes :class:`_TracedLinear`, whose backward takes both norms); any
-other layer by a forward hook and a pre-hook on the autograd node of its output.
+A :class:`Tap` sits on one Linear or Conv layer. Each call of the layer in a forward pass
+with gradients (grad mode on, whatever the modules' ``training`` flags) leaves, once the
+error reaches its output, a *piece* of trace: ``(batch, layer, input norms, error norms)``.
+A plain Linear layer is traced by a class swap (its forward becomes :class:`_TracedLinear`,
+whose backward takes both norms); any other layer by a forward hook and a pre-hook on the
+autograd node of its output.
 :func:`bound_sums` turns the pieces of many batches into per-example, per-layer
 spike-aware bounds in one vectorised pass; :func:`exact_sums` gives exact Linear gradient
 norms instead (``score="exact"``, where pieces hold the raw inputs and errors).
@@ -64,6 +65,9 @@ class Batch:
     weights: torch.Tensor  # [B] its plan weights: the captured error is (w_i / B) dL_i/do
     epoch: int
     since: int  # the oldest trace that is this batch's: the same examples named again (truncated BPTT)
+    reached: bool = False  # a backward pass reached the loss that weighted_loss returned
+    ran: bool = False  # a tap ran with gradients between the backward pass before and that one
+    reported: bool = False  # reported as unscored (see _torch_checks.Delivery)
 
 
 Piece = tuple[Batch, int, torch.Tensor, torch.Tensor]  # batch, layer, input norms, error norms
@@ -79,7 +83,7 @@ def feature_dims(module: nn.Module) -> int:
 class Tap:
     """The trace of one Linear or Conv layer.
 
-    Each call of the layer in a training forward pass leaves, once the error reaches its
+    Each call of the layer in a forward pass with gradients leaves, once the error reaches its
     output, a *piece* of the trace: the norm of the layer's input and the norm of the error
     at its output per (time step, example) row, ``[rows]`` each. Nothing larger is kept
     (with ``score="exact"``, the raw input and error instead).
@@ -129,11 +133,14 @@ class Tap:
 
     def linear(self, module: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
         """The forward of a traced Linear layer, where the hot path in its class does not apply:
-        not training, the first step (its checks), autocast, checkpoints, ``torch.compile``."""
+        grad mode off, the first step (its checks), autocast, checkpoints, ``torch.compile``.
+
+        Whether a gradient will come is grad mode's to say (and ``requires_grad``'s), not the
+        module's ``training`` flag: eval-mode training is traced like training mode."""
         weight: torch.Tensor = module.weight
         bias: torch.Tensor | None = module.bias
-        if not (module.training and torch.is_grad_enabled()):
-            return F.linear(inputs, weight, bias)  # no gradient will come
+        if not _grad_enabled():
+            return F.linear(inputs, weight, bias)  # no_grad() or inference_mode(): no gradient will come
         if torch.compiler.is_compiling() or _functorch_active():  # a backward with side effects: hooks
             output = F.linear(inputs, weight, bias)
             hooked = self._forward(module, (inputs,), output)
@@ -153,8 +160,9 @@ class Tap:
     # -- any other layer: the hooks --------------------------------------------------------
 
     def _forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        # no gradient will come without training mode, grad mode and an output that needs one
-        if not (module.training and isinstance(output, torch.Tensor) and output.requires_grad):
+        # no gradient will come without grad mode and an output that needs one (the module's
+        # training flag says nothing about it: eval-mode training is training)
+        if not (isinstance(output, torch.Tensor) and output.requires_grad):
             return None
         if torch._C._current_graph_task_id() != -1:  # a checkpoint recomputing inside backward
             self._warn_reentrant()
@@ -199,8 +207,9 @@ class Tap:
     # -- both ------------------------------------------------------------------------------
 
     def _note_call(self) -> int:
-        """A call in a training forward pass: the number of the trace it belongs to."""
+        """A call in a forward pass with gradients: the number of the trace it belongs to."""
         handle = self.handle
+        handle._ran = True
         if handle._received:
             handle._generation += 1  # the first forward after a backward: a new trace
             handle._received = False
@@ -265,6 +274,7 @@ class Tap:
 
 
 _any_autocast = torch._C._is_any_autocast_enabled
+_grad_enabled = torch._C.is_grad_enabled
 _graph_task = torch._C._current_graph_task_id  # -1 outside a backward pass
 _functorch_active = torch._C._are_functorch_transforms_active
 _vector_norm = torch.linalg.vector_norm
@@ -335,12 +345,15 @@ _apply_lean = cast("Callable[..., torch.Tensor]", super(torch.autograd.Function,
 
 
 def _row_norms(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-    """The float32 norms of ``tensor`` over ``axes``."""
-    norms: torch.Tensor = (
-        torch.linalg.vector_norm(tensor, dim=axes)
-        if tensor.dtype is torch.float32
-        else torch.linalg.vector_norm(tensor, dim=axes, dtype=torch.float32)
-    )
+    """The float32 norms of ``tensor`` over ``axes``: half precision is summed in float32,
+    float64 (a model cast with ``.double()``, before or after ``attach``) in float64."""
+    norms: torch.Tensor
+    if tensor.dtype is torch.float32:
+        norms = torch.linalg.vector_norm(tensor, dim=axes)
+    elif tensor.dtype is torch.float64:
+        norms = torch.linalg.vector_norm(tensor, dim=axes).float()
+    else:
+        norms = torch.linalg.vector_norm(tensor, dim=axes, dtype=torch.float32)
     return norms
 
 
@@ -371,9 +384,9 @@ def _traced_class(tap: Tap, original: type[nn.Module]) -> type[nn.Module]:
     lean = tap.bias and not tap.keep_tensors  # see _LeanTracedLinear
 
     def forward(self: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
-        # the hot path of every call, kept lean: a training step once the first one is checked
+        # the hot path of every call, kept lean: a step with gradients once the first one is checked
         if (
-            self.training
+            _grad_enabled()
             and handle._checks.done
             and not _any_autocast()
             and _graph_task() == -1
@@ -382,6 +395,7 @@ def _traced_class(tap: Tap, original: type[nn.Module]) -> type[nn.Module]:
             if handle._received:  # the first call after a backward pass: a new trace
                 handle._generation += 1
                 handle._received = False
+            handle._ran = True
             if lean and inputs.ndim == 2 and inputs.dtype is torch.float32 and inputs.requires_grad:
                 return _apply_lean(inputs, self.weight, self.bias, tap)
             return _apply_traced(inputs, self.weight, self.bias, tap, handle._generation)

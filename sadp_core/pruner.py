@@ -64,6 +64,8 @@ class PrunerStats(NamedTuple):
         theoretical_speedup: ``1 / projected_fraction``, the most that pruning can save.
         nonfinite_scores: scores that were NaN or infinite and so were ignored.
         unscored_examples: examples that never received a score.
+        unscored_batches: batches named for training whose backward pass brought no score
+            (the PyTorch handle counts them, see ``TorchHandle.weighted_loss``; 0 elsewhere).
     """
 
     epochs_planned: int
@@ -73,6 +75,7 @@ class PrunerStats(NamedTuple):
     theoretical_speedup: float
     nonfinite_scores: int
     unscored_examples: int
+    unscored_batches: int = 0
 
 
 @dataclass

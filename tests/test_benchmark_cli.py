@@ -1,10 +1,10 @@
 """Smoke test of the SNN benchmark CLI (``benchmarks/sadp_bench.py``) on scikit-learn's digits.
 
 End to end, as a user runs it: every method on the snnTorch and SpikingJelly MLPs, SADP's
-two scopes on their conv nets, and the JAX MLP (spyx, its readout-scoped methods), one seed, two epochs (a warm-up
-epoch and one pruned epoch, so that each method's selection runs) in batches of 512 (few
-steps: this checks the plumbing, not the learning), then the report; checks the records'
-fields and that the plots exist. Collected where snnTorch, SpikingJelly and JAX are all
+two scopes on their conv nets, and the JAX MLP (spyx, its readout-scoped methods), one seed,
+two epochs (a warm-up epoch and one pruned epoch, so that each method's selection runs) in
+batches of 512 (few steps: this checks the plumbing, not the learning), then the report;
+checks the records' fields and that the plots exist. Collected where snnTorch, SpikingJelly and JAX are all
 under test (``nox -s bench_cli``). Benchmark figures themselves are not asserted: they are
 measured, not tested.
 """
@@ -55,7 +55,8 @@ def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
     runs = {(r["framework"], r["model"], r["method"]) for r in records}
     for framework in ("snntorch", "spikingjelly"):
         assert {m for f, model, m in runs if (f, model) == (framework, "mlp")} == set(METHODS)
-        assert {m for f, model, m in runs if (f, model) == (framework, "conv")} == {"full", "sadp", "sadp_all"}
+        conv = {m for f, model, m in runs if (f, model) == (framework, "conv")}
+        assert conv == {"full", "sadp", "sadp_all"}
     assert {(model, m) for f, model, m in runs if f == "jax"} == {("mlp", m) for m in JAX_METHODS}
     for record in records:
         assert all(field in record for field in FIELDS), sorted(record)
