@@ -15,6 +15,11 @@ that also:
   eval-mode training is traced like training mode, ``torch.no_grad()`` evaluation is not;
 - feeds a ``DataLoader``: :meth:`TorchHandle.indexed` wraps the dataset so items carry
   their index, :meth:`TorchHandle.batch_sampler` plans the next epoch at each pass.
+
+Length: about 630 lines, nearly all of it :class:`TorchHandle`, whose methods share the
+handle's private state (the named batch, the taps, the outbox of scores); the trace
+(``_torch_trace``), the checks (``_torch_checks``) and the data side (``_torch_data``) are
+already their own modules.
 """
 
 from __future__ import annotations

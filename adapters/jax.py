@@ -57,6 +57,10 @@ Example (spyx):
     >>> sizes, h.stats.unscored_examples                   # warm-up, 2 pruned epochs
     ([100, 50, 50], 0)
     >>> h.detach()
+
+Length: about 760 lines, nearly all of it :class:`JaxHandle` and its gradient function,
+which share the traced step's private state; splitting the tap and the flax NNX glue into
+their own modules is open work (the JAX parity part of the adapters issue).
 """
 
 from __future__ import annotations
