@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import plot_accuracy_vs_share, plot_accuracy_vs_time
-from .savings import convergence, lossless_saving, paired_points, savings_table
+from .savings import convergence, paired_points, savings_table
 from .summary import METHOD_ORDER, aggregate, equal_share_rows, merge
 from .tables import investigation_tables, pm, probe_tables, results_tables, targets
 
@@ -173,7 +173,7 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
         "",
         "## Targets",
         "",
-        *targets(summary, rows, points, lossless_saving),
+        *targets(summary, rows, points),
         "## How it was run",
         "",
         *_configuration(metas, records),

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .summary import METHOD_ORDER, Key
+from .summary import METHOD_ORDER, Key, settings_of
 from .tables import run_label
 
 
@@ -58,10 +58,6 @@ def _grid(plt: Any, panels: int) -> tuple[Any, list[Any]]:
     return figure, flat[:panels]
 
 
-def _settings(summary: dict[Key, dict[str, Any]]) -> list[tuple[str, str, int]]:
-    return sorted({k[:3] for k in summary}, key=lambda s: (s[1] != "mlp", s[0], -s[2]))
-
-
 def _method_lines(
     axis: Any, summary: dict[Key, dict[str, Any]], setting: tuple[str, str, int], x: str
 ) -> None:
@@ -91,28 +87,28 @@ def _method_lines(
         )
 
 
-def plot_accuracy_vs_time(summary: dict[Key, dict[str, Any]], path: Path) -> None:
-    """Per setting: final accuracy (mean ± std over seeds) against mean training wall time, per method."""
+def _plot_per_setting(summary: dict[Key, dict[str, Any]], path: Path, x: str, xlabel: str, band: str) -> None:
+    """One panel per setting: final accuracy (mean ± std over seeds) against ``x``, per method."""
     plt = _pyplot()
-    settings = _settings(summary)
+    settings = settings_of(summary)
     figure, axes = _grid(plt, len(settings))
     for axis, setting in zip(axes, settings, strict=True):
-        _method_lines(axis, summary, setting, "train_wall_s")
-        _label(axis, f"{setting[0]} {setting[1]}, {setting[2]} epochs (grey: full ± 0.1 point)",
-               "training wall time (s, mean over seeds)", "final test accuracy (%)")  # fmt: skip
+        _method_lines(axis, summary, setting, x)
+        _label(
+            axis, f"{setting[0]} {setting[1]}, {setting[2]} epochs{band}", xlabel, "final test accuracy (%)"
+        )
     _save(plt, figure, path)
+
+
+def plot_accuracy_vs_time(summary: dict[Key, dict[str, Any]], path: Path) -> None:
+    """Per setting: final accuracy against mean training wall time, per method."""
+    _plot_per_setting(summary, path, "train_wall_s", "training wall time (s, mean over seeds)",
+                      " (grey: full ± 0.1 point)")  # fmt: skip
 
 
 def plot_accuracy_vs_share(summary: dict[Key, dict[str, Any]], path: Path) -> None:
-    """Per setting: final accuracy (mean ± std over seeds) against share of examples processed."""
-    plt = _pyplot()
-    settings = _settings(summary)
-    figure, axes = _grid(plt, len(settings))
-    for axis, setting in zip(axes, settings, strict=True):
-        _method_lines(axis, summary, setting, "processed_fraction")
-        _label(axis, f"{setting[0]} {setting[1]}, {setting[2]} epochs", "share of examples processed",
-               "final test accuracy (%)")  # fmt: skip
-    _save(plt, figure, path)
+    """Per setting: final accuracy against the share of examples processed, per method."""
+    _plot_per_setting(summary, path, "processed_fraction", "share of examples processed", "")
 
 
 def _label(axis: Any, title: str, xlabel: str, ylabel: str) -> None:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .summary import settings_of
+
 Setting = tuple[str, str, int]
 """(framework, model, epochs): one side-by-side comparison."""
 TOLERANCE = 0.001
@@ -96,7 +98,7 @@ def lossless_saving(points: list[dict[str, Any]], tolerance: float = TOLERANCE) 
 def savings_table(records: list[dict[str, Any]], methods: tuple[str, ...]) -> list[str]:
     """Markdown: lossless saving of every method (rows) in every setting (columns)."""
     points = paired_points(records)
-    settings = sorted({key[:3] for key in points}, key=lambda s: (s[1] != "mlp", s[0], s[2]))
+    settings = settings_of(points)
     if not settings:
         return []
     header = " | ".join(f"{f}, {m}, {e} epochs" for f, m, e in settings)

@@ -24,6 +24,12 @@ Key = tuple[str, str, int, str, float]
 """(framework, model, epochs, method, prune ratio): one row of the summary."""
 
 
+def settings_of(keys: Iterable[tuple[Any, ...]]) -> list[tuple[str, str, int]]:
+    """The distinct (framework, model, epochs) of ``keys`` (summary or point keys), in page
+    order: MLP first, then by framework, longer training first."""
+    return sorted({(k[0], k[1], k[2]) for k in keys}, key=lambda s: (s[1] != "mlp", s[0], -s[2]))
+
+
 def _read(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 

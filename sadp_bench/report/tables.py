@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .summary import METHOD_ORDER, Key, aggregate, merge
+from .savings import lossless_saving
+from .summary import METHOD_ORDER, Key, aggregate, merge, settings_of
 
 
 def run_label(record: dict[str, Any]) -> str:
@@ -44,17 +44,13 @@ def pm(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
     return text if np.isnan(std) else f"{text} ± {scale * std:.{digits}f}"
 
 
-def _settings(summary: dict[Key, dict[str, Any]]) -> list[tuple[str, str, int]]:
-    return sorted({k[:3] for k in summary}, key=lambda s: (s[1] != "mlp", s[0], -s[2]))
-
-
 def results_tables(
     summary: dict[Key, dict[str, Any]], points: dict[tuple[Any, ...], list[dict[str, Any]]]
 ) -> list[str]:
     """One table per setting: every method and ratio, Δ paired by seed with its standard error."""
     lines = []
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    for framework, model, epochs in _settings(summary):
+    for framework, model, epochs in settings_of(summary):
         lines += [
             f"### {framework}, {model}, {epochs} epochs",
             "",
@@ -85,11 +81,10 @@ def targets(
     summary: dict[Key, dict[str, Any]],
     rows: list[dict[str, Any]],
     points: dict[tuple[Any, ...], list[dict[str, Any]]],
-    saving_of: Callable[[list[dict[str, Any]]], dict[str, Any]],
 ) -> list[str]:
     """The targets of the "SADP that wins" issue, per setting: met or not, with the number."""
     lines = ["| target | setting | measured | met? |", "|---|---|---|---|"]
-    for setting in _settings(summary):
+    for setting in settings_of(summary):
         name = f"{setting[0]}, {setting[1]}, {setting[2]} epochs"
         mine = {p["prune_ratio"]: p for p in points.get((*setting, "sadp"), [])}
         if 0.3 in mine:
@@ -107,7 +102,7 @@ def targets(
                 f"CPU time) | {'yes' if v['speedup_over_max'] >= 0.95 else 'no'} |"
             )
         savings = {
-            key[3]: saving_of(p)["saving"]
+            key[3]: lossless_saving(p)["saving"]
             for key, p in points.items()
             if key[:3] == setting and key[3] != "full"
         }
