@@ -126,7 +126,12 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch and XLA CPU threads (1: steadiest timing here)"
     )
-    parser.add_argument("--smoothing", type=float, default=None, help="Pruner smoothing (sadp, loss, oracle)")
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        help="Pruner smoothing of every sadp and loss method (replaces theirs)",
+    )
     parser.add_argument("--warmup-epochs", type=int, default=None, help="Pruner warm-up epochs (default 1)")
     parser.add_argument(
         "--anneal-fraction", type=float, default=None, help="Pruner annealing share of epochs (default 0.125)"
@@ -195,6 +200,13 @@ def build_parser(prog: str = "sadp-bench") -> argparse.ArgumentParser:
     )  # fmt: skip
     report.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="merged JSON and plots")
     report.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"))
+
+    ablation = commands.add_parser(
+        "ablation", help="print a Markdown table of Δ vs full data, paired by seed, for one sweep"
+    )
+    ablation.add_argument(
+        "--inputs", type=Path, nargs="+", required=True, help="directories holding results.json"
+    )
 
     commands.add_parser(
         "speed", add_help=False, help="planning and update costs of the core (options: speed --help)"
@@ -403,6 +415,18 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_ablation(args: argparse.Namespace) -> int:
+    """Print the paired Δ of every method of one sweep (:func:`~sadp_bench.report.tables.ablation_table`)."""
+    from .report.summary import merge
+    from .report.tables import ablation_table
+
+    records, _, _ = merge(args.inputs)
+    if not records:
+        raise SystemExit(f"error: no results.json with records in {', '.join(map(str, args.inputs))}")
+    print(ablation_table(records))
+    return 0
+
+
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
 
@@ -444,9 +468,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "sadp-bench") -> int:
     if delegated is not None:
         return delegated
     args = build_parser(prog).parse_args(argv)
-    commands = {"main": command_main, "run": command_run, "probe": command_probe, "report": command_report}
+    commands = {
+        "main": command_main, "run": command_run, "probe": command_probe, "report": command_report,
+        "ablation": command_ablation,
+    }  # fmt: skip
     try:
-        if args.command != "report":
+        if args.command not in ("report", "ablation"):
             import torch
 
             torch.set_num_threads(args.threads)

@@ -45,12 +45,15 @@ REGISTRY: Mapping[str, BenchMethod] = MappingProxyType(
             BenchMethod("seta", {"method": "seta"}),
             BenchMethod("ucb", {"method": "ucb"}),
             BenchMethod("eps_greedy", {"method": "eps_greedy"}),
-            BenchMethod("loss", {"method": "loss"}),
+            # the loss as score with SADP's sampler, at the smoothing of the recorded grid (0.5)
+            BenchMethod("loss", {"method": "loss", "smoothing": 0.5}),
             BenchMethod("sadp", {"method": "sadp"}),
-            # the ablations of SADP's default correction (annealed): Horvitz-Thompson weights
-            # throughout, and weight 1 throughout
-            BenchMethod("sadp_unbiased", {"method": "sadp", "correction": "unbiased"}),
-            BenchMethod("sadp_uncorrected", {"method": "sadp", "correction": "none"}),
+            # the ablations of SADP's default (smoothing 0.1, annealed correction): smoothing
+            # 0.5 (the default before the smoothing sweep), and, at smoothing 0.5 as recorded,
+            # Horvitz-Thompson weights throughout and weight 1 throughout
+            BenchMethod("sadp_smooth05", {"method": "sadp", "smoothing": 0.5}),
+            BenchMethod("sadp_unbiased", {"method": "sadp", "smoothing": 0.5, "correction": "unbiased"}),
+            BenchMethod("sadp_uncorrected", {"method": "sadp", "smoothing": 0.5, "correction": "none"}),
             # SADP with scope="all"
             BenchMethod("sadp_all", {"method": "sadp", "scope": "all"}, jax=False),
             # SADP with the exact per-example whole-model gradient norm as score: the
@@ -67,7 +70,8 @@ REGISTRY: Mapping[str, BenchMethod] = MappingProxyType(
 METHODS = tuple(REGISTRY)
 """Benchmark method names. ``fewer_epochs`` is all data for ``round((1 - r) E)`` epochs
 (:func:`run_epochs`), what a user would do instead of pruning; ``sadp`` is the library's
-default; ``sadp_unbiased`` and ``sadp_uncorrected`` its ablations (``correction="unbiased"``,
+default; ``sadp_smooth05`` (``smoothing=0.5``), ``sadp_unbiased`` and ``sadp_uncorrected``
+its ablations (the last two at ``smoothing=0.5``, with ``correction="unbiased"``,
 ``"none"``); ``sadp_all`` is SADP with ``scope="all"``; ``oracle`` is SADP with the exact
 per-example whole-model gradient norm as score (``scope="all", score="exact"``)."""
 

@@ -223,7 +223,7 @@ class ImportanceSampling(Method):
     """
 
     score: Expects = "bound"
-    smoothing: float = 0.5
+    smoothing: float = 0.1
     replacement: bool = False
     correction: Correction = "annealed"
 
@@ -471,7 +471,7 @@ def make_method(
     name: str,
     *,
     prune_ratio: float,
-    smoothing: float = 0.5,
+    smoothing: float = 0.1,
     replacement: bool = False,
     exploration: float = 1.0,
     epsilon: float = 0.1,

@@ -135,7 +135,7 @@ class Pruner:
         method: str = "sadp",
         warmup_epochs: int = 1,
         anneal_fraction: float = 0.125,
-        smoothing: float = 0.5,
+        smoothing: float = 0.1,
         replacement: bool = False,
         exploration: float = 1.0,
         epsilon: float = 0.1,

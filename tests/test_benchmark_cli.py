@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "benchmarks" / "sadp_bench.py"
 METHODS = (
     "full", "fewer_epochs", "random", "infobatch", "seta", "ucb", "eps_greedy", "loss", "sadp",
-    "sadp_unbiased", "sadp_uncorrected", "sadp_all", "oracle",
+    "sadp_smooth05", "sadp_unbiased", "sadp_uncorrected", "sadp_all", "oracle",
 )  # fmt: skip
 JAX_METHODS = set(METHODS) - {"sadp_all", "oracle"}
 FIELDS = (
@@ -89,10 +89,24 @@ def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
         assert (grid / "report" / name).stat().st_size > 1000
-    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (13 + 3) + 11
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (14 + 3) + 12
     text = (grid / "report.md").read_text()
     assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp, 2 epochs" in text
     assert "## Time to accuracy" in text and "| fewer_epochs |" in text
+
+
+def test_ablation_prints_the_paired_delta_of_every_method(grid: Path) -> None:
+    done = cli("ablation", "--inputs", str(grid / "run"), cwd=grid)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads((grid / "run" / "results.json").read_text())
+    full = {(r["framework"], r["model"]): r["test_accuracy"] for r in records if r["method"] == "full"}
+    sadp = next(r for r in records if (r["framework"], r["model"], r["method"]) == ("jax", "mlp", "sadp"))
+    delta = 100 * (sadp["test_accuracy"] - full[("jax", "mlp")])
+    header, _, *rows = done.stdout.strip().splitlines()
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = {row.split("|")[1].strip(): [c.strip() for c in row.strip("|").split("|")] for row in rows}
+    assert "full" not in cells and set(cells) == set(METHODS) - {"full"}
+    assert cells["sadp"][columns.index("jax mlp 2 ep., r = 0.5")] == f"{delta:.2f} (1)"
 
 
 def test_main_job_on_digits_writes_json_and_plot(tmp_path: Path) -> None:

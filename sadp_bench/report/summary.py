@@ -103,7 +103,9 @@ def interpolate(points: list[tuple[float, float]], share: float) -> float | None
     return float(np.interp(share, shares, [p[1] for p in points]))
 
 
-def equal_share_rows(summary: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+def equal_share_rows(
+    summary: dict[Key, dict[str, Any]], methods: tuple[str, ...] = SADP_METHODS
+) -> list[dict[str, Any]]:
     """Each SADP variant against each baseline at the share the baseline processed at each r.
 
     The variant's accuracy at that share is read off its own accuracy-vs-share line (its
@@ -115,7 +117,7 @@ def equal_share_rows(summary: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]
         if baseline not in BASELINES:
             continue
         other = summary[(framework, model, epochs, baseline, ratio)]
-        for method in SADP_METHODS:
+        for method in methods:
             points = [
                 (v["processed_fraction"], v["test_accuracy"])
                 for (f, m, e, b, _), v in summary.items()

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .savings import lossless_saving
+from .savings import lossless_saving, paired_points
 from .summary import METHOD_ORDER, Key, aggregate, merge, settings_of
 
 
@@ -81,23 +81,25 @@ def targets(
     summary: dict[Key, dict[str, Any]],
     rows: list[dict[str, Any]],
     points: dict[tuple[Any, ...], list[dict[str, Any]]],
+    method: str = "sadp",
 ) -> list[str]:
-    """The targets of the "SADP that wins" issue, per setting: met or not, with the number."""
+    """The targets of the "SADP that wins" issue for ``method`` (SADP's default, or the grid's
+    old default where the default did not run in it), per setting: met or not, with the number."""
     lines = ["| target | setting | measured | met? |", "|---|---|---|---|"]
     for setting in settings_of(summary):
         name = f"{setting[0]}, {setting[1]}, {setting[2]} epochs"
-        mine = {p["prune_ratio"]: p for p in points.get((*setting, "sadp"), [])}
+        mine = {p["prune_ratio"]: p for p in points.get((*setting, method), [])}
         if 0.3 in mine:
             d = mine[0.3]
             lines.append(
-                f"| SADP r=0.3 within 0.1 point of full | {name} | {100 * d['delta']:+.2f} ± "
+                f"| {method} r=0.3 within 0.1 point of full | {name} | {100 * d['delta']:+.2f} ± "
                 f"{100 * np.nan_to_num(d['delta_se']):.2f} points ({d['seeds']} seeds) | "
                 f"{'yes' if d['delta'] >= -0.001 else 'no'} |"
             )
-        v = summary.get((*setting, "sadp", 0.3))
+        v = summary.get((*setting, method, 0.3))
         if v is not None and not np.isnan(v["speedup_over_max"]):
             lines.append(
-                f"| SADP r=0.3 achieved/theoretical speedup >= 0.95 | {name} | "
+                f"| {method} r=0.3 achieved/theoretical speedup >= 0.95 | {name} | "
                 f"{v['speedup_over_max']:.2f} wall clock ({v['speedup_cpu'] / v['theoretical_speedup']:.2f} "
                 f"CPU time) | {'yes' if v['speedup_over_max'] >= 0.95 else 'no'} |"
             )
@@ -106,27 +108,30 @@ def targets(
             for key, p in points.items()
             if key[:3] == setting and key[3] != "full"
         }
-        if "sadp" in savings:
+        if method in savings:
             others = [m for m in savings if not m.startswith("sadp") and m != "oracle"]
             rival = max(others, key=lambda m: savings[m], default=None)
-            measured = f"SADP {100 * savings['sadp']:.0f}%" + (
+            measured = f"{method} {100 * savings[method]:.0f}%" + (
                 f", best other {rival} {100 * savings[rival]:.0f}%" if rival else ""
             )
-            largest = rival is None or savings["sadp"] >= savings[rival]
+            largest = rival is None or savings[method] >= savings[rival]
             lines.append(
-                f"| SADP's lossless saving the largest | {name} | {measured} | {'yes' if largest else 'no'} |"
+                f"| {method}'s lossless saving the largest | {name} | {measured} | "
+                f"{'yes' if largest else 'no'} |"
             )
             lines.append(
-                f"| SADP's lossless saving >= 35% | {name} | {100 * savings['sadp']:.0f}% | "
-                f"{'yes' if savings['sadp'] >= 0.35 else 'no'} |"
+                f"| {method}'s lossless saving >= 35% | {name} | {100 * savings[method]:.0f}% | "
+                f"{'yes' if savings[method] >= 0.35 else 'no'} |"
             )
         losses = [
-            row for row in rows if (row["framework"], row["model"], row["epochs"]) == setting
+            row for row in rows
+            if (row["framework"], row["model"], row["epochs"]) == setting and row["method"] == method
             and row["accuracy"] is not None and row["accuracy"] < row["baseline_accuracy"]
         ]  # fmt: skip
         compared = [
             row for row in rows
-            if (row["framework"], row["model"], row["epochs"]) == setting and row["accuracy"] is not None
+            if (row["framework"], row["model"], row["epochs"]) == setting and row["method"] == method
+            and row["accuracy"] is not None
         ]  # fmt: skip
         if compared:
             worst = min(losses, key=lambda r: r["accuracy"] - r["baseline_accuracy"]) if losses else None
@@ -136,7 +141,7 @@ def targets(
                    f"{100 * (worst['baseline_accuracy'] - worst['accuracy']):.2f} points" if worst else "")
             )  # fmt: skip
             lines.append(
-                f"| SADP at or above every baseline at equal share | {name} | {detail} | "
+                f"| {method} at or above every baseline at equal share | {name} | {detail} | "
                 f"{'no' if losses else 'yes'} |"
             )
     return [*lines, ""]
@@ -221,3 +226,48 @@ def investigation_tables(directories: list[Path], out: Path) -> list[str]:
             )
         commands += [f"# {directory.name}", *[m.get("command", "?") for m in metas]]
     return [*lines, "", "```console", *commands, "```", ""]
+
+
+def ablation_table(records: list[dict[str, Any]]) -> str:
+    """A Markdown table of Δ vs full data, paired by seed: one row per method, one column
+    per setting and prune ratio (``Δ ± standard error (seeds)``, in points).
+
+    Runs of one ablation are paired with the full-data runs of the same directories, so pass
+    the records of one sweep only (full-data runs of the same seed differ between sweeps).
+
+    >>> def run(method, ratio, seed, accuracy):
+    ...     return {"framework": "jax", "model": "mlp", "epochs": 8, "method": method,
+    ...             "prune_ratio": ratio, "seed": seed, "test_accuracy": accuracy,
+    ...             "train_wall_s": 1.0, "train_cpu_s": 1.0, "processed_fraction": 1.0 - ratio}
+    >>> records = [run("full", 0.0, s, 0.9) for s in (0, 1)]
+    >>> records += [run("sadp", 0.5, 0, 0.899), run("sadp", 0.5, 1, 0.897)]
+    >>> print(ablation_table(records))
+    | method | jax mlp 8 ep., r = 0.5 |
+    |---|---|
+    | sadp | -0.20 ± 0.10 (2) |
+    """
+    points = paired_points(records)
+    columns = sorted(
+        {(*key[:3], p["prune_ratio"]) for key, ps in points.items() if key[3] != "full" for p in ps}
+    )
+    methods = sorted({key[3] for key in points if key[3] != "full"}, key=_method_rank)
+    lines = [
+        "| method | " + " | ".join(f"{f} {m} {e} ep., r = {r:g}" for f, m, e, r in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for method in methods:
+        cells = []
+        for framework, model, epochs, ratio in columns:
+            found = [
+                p for p in points.get((framework, model, epochs, method), []) if p["prune_ratio"] == ratio
+            ]
+            cells.append(
+                f"{pm(found[0]['delta'], found[0]['delta_se'], 100)} ({found[0]['seeds']})" if found else "-"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return (order.get(method, len(order)), method)

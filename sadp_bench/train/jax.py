@@ -67,7 +67,7 @@ class JaxParts:
         )
         self.handle = sadp_core.attach(
             self.model, num_examples=len(data.train_y), prune_ratio=spec.prune_ratio,
-            epochs=settings.epochs, seed=spec.seed, **attach_options, **dict(settings.pruner),
+            epochs=settings.epochs, seed=spec.seed, **{**attach_options, **dict(settings.pruner)},
         )  # fmt: skip
         adam = optax.inject_hyperparams(optax.adam)(learning_rate=settings.lr)
         self.optimizer = nnx.Optimizer(self.model, adam, wrt=nnx.Param)

@@ -80,7 +80,8 @@ class TorchRun(Run):
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=settings.epochs)
         self.handle = sadp_core.attach(
             self.model, num_examples=len(self.data.train_y), prune_ratio=spec.prune_ratio,
-            epochs=settings.epochs, seed=spec.seed, **attach_options(spec.method), **dict(settings.pruner),
+            epochs=settings.epochs, seed=spec.seed,
+            **{**attach_options(spec.method), **dict(settings.pruner)},
         )  # fmt: skip
         self.sampler = self.handle.batch_sampler(settings.batch_size)
 
