@@ -131,11 +131,13 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench_cli(session: nox.Session) -> None:
     """Smoke test of the SNN benchmark CLI (sadp-bench, and its shim benchmarks/sadp_bench.py) on
-    scikit-learn's digits, and the dry run of the GPU check (``bash ci/gpu-check --dry-run``)."""
+    scikit-learn's digits, the JAX models against the snnTorch ones, and the dry run of the GPU
+    check (``bash ci/gpu-check --dry-run``)."""
     # equinox: the dry run collects tests/test_jax_adapter.py (its gpu tests), which imports it
     session.install(".[test,snntorch,spikingjelly,spyx,bench]", "equinox", *TORCH)
     _pytest(
-        session, "numpy", "tests/test_benchmark_cli.py", "tests/test_gpu_check.py",
+        session, "numpy", "tests/test_benchmark_cli.py", "tests/test_bench_models.py",
+        "tests/test_gpu_check.py",
         frameworks="snntorch,spikingjelly,jax",
     )  # fmt: skip
 

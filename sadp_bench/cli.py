@@ -27,8 +27,8 @@ options on to the measurement (``sadp-bench speed --help``, ``sadp-bench overhea
 
 Methods: full, random, infobatch, ucb, eps_greedy, loss, sadp (readout scope), sadp_all
 (``scope="all"``), oracle (exact per-example whole-model gradient norm; MLP only).
-Frameworks: snntorch, spikingjelly, jax (a spyx MLP through the JAX adapter,
-``sadp_bench.train.jax``: no conv model, no sadp_all or oracle; not in ``probe``).
+Frameworks: snntorch, spikingjelly, jax (the snnTorch MLP and conv net in spyx, through the
+JAX adapter, ``sadp_bench.train.jax``: no sadp_all or oracle; not in ``probe``).
 Models: mlp, conv. Data: the four idx files of ``--data DIR`` (default: Debian's
 ``dataset-fashion-mnist``), or ``--dataset digits`` (scikit-learn's 8x8 digits).
 torch runs on one thread (DESIGN.md section 7), and so does XLA on the CPU (``--threads``).

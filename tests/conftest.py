@@ -150,6 +150,7 @@ def _frameworks_under_test() -> set[str]:
 # Test files that need several frameworks at once: collected only where all are under test.
 MULTI_FRAMEWORK_TESTS = {
     "test_benchmark_cli.py": ("snntorch", "spikingjelly", "jax"),
+    "test_bench_models.py": ("snntorch", "jax"),
     "test_gpu_check.py": ("snntorch", "spikingjelly", "jax"),
     "test_distributed.py": ("snntorch", "spikingjelly"),
     "test_torch_loops.py": ("snntorch", "spikingjelly"),

@@ -1,7 +1,8 @@
 """Smoke test of the SNN benchmark CLI (``benchmarks/sadp_bench.py``) on scikit-learn's digits.
 
 End to end, as a user runs it: every method on the snnTorch and SpikingJelly MLPs, SADP's
-two scopes on their conv nets, and the JAX MLP (spyx, its readout-scoped methods), one seed,
+two scopes on their conv nets, the JAX MLP (spyx, its readout-scoped methods) and SADP on the
+JAX conv net, one seed,
 two epochs (a warm-up epoch and one pruned epoch, so that each method's selection runs) in
 batches of 512 (few steps: this checks the plumbing, not the learning), then the report;
 checks the records' fields and that the plots exist. Collected where snnTorch, SpikingJelly and JAX are all
@@ -57,7 +58,8 @@ def test_run_writes_one_record_per_run_with_every_field(grid: Path) -> None:
         assert {m for f, model, m in runs if (f, model) == (framework, "mlp")} == set(METHODS)
         conv = {m for f, model, m in runs if (f, model) == (framework, "conv")}
         assert conv == {"full", "sadp", "sadp_all"}
-    assert {(model, m) for f, model, m in runs if f == "jax"} == {("mlp", m) for m in JAX_METHODS}
+    jax_runs = {(model, m) for f, model, m in runs if f == "jax"}
+    assert jax_runs == {("mlp", m) for m in JAX_METHODS} | {("conv", "full"), ("conv", "sadp")}
     for record in records:
         assert all(field in record for field in FIELDS), sorted(record)
         assert 0 <= record["test_accuracy"] <= 1
@@ -89,9 +91,10 @@ def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
         assert (grid / "report" / name).stat().st_size > 1000
-    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (14 + 3) + 12
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (14 + 3) + 12 + 2
     text = (grid / "report.md").read_text()
     assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp, 2 epochs" in text
+    assert "### jax, conv, 2 epochs" in text
     assert "## Time to accuracy" in text and "| fewer_epochs |" in text
 
 

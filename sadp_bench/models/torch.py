@@ -12,8 +12,8 @@ Models of the SNN benchmark (``side`` = 28 for Fashion-MNIST, 8 for scikit-learn
 - ``conv``: Conv(1, 8, 3x3) - MaxPool 2 - LIF - Conv(8, 16, 3x3, stride 2) - LIF -
   Linear(16 (side/4)^2, 10), T = 4 (a small network: convolutions are dear on one CPU thread).
 
-The third framework, ``jax``, is the MLP in spyx (:mod:`sadp_bench.models.jax`, imported
-only when asked for); there is no JAX conv model.
+The third framework, ``jax``, has the snnTorch MLP and conv net in spyx
+(:mod:`sadp_bench.models.jax`, imported only when asked for).
 
 The networks of the overhead measurements (:mod:`sadp_bench.speed`), a 784-256-10 LIF
 network with a LIF readout whose time-mean membrane is the output, are here too:

@@ -55,14 +55,13 @@ def _configuration(metas: list[dict[str, Any]], records: list[dict[str, Any]]) -
         ]
         if any(record["framework"] == "jax" for record in records):
             lines += [
-                "JAX (`sadp_bench/train/jax.py`): the snnTorch MLP in spyx (a spyx `LIF` with snnTorch "
-                "`Leaky` dynamics, the snnTorch MLP's initial weights for the same seed), trained with "
-                "`h.value_and_grad` inside an `nnx.jit` step, `h.batches` (short last batch kept) and "
-                "`h.update`. Each batch size is compiled the first time it occurs in a run, on a "
-                "throwaway copy of the model and optimizer, outside the timer (`jit_warmup_s` in the "
-                "records); the timed epoch ends when the parameters are ready and the scores are in "
-                "the handle's table. The JAX adapter scores the readout only, so `sadp_all` and the "
-                "oracle are torch-only; there is no JAX conv model.",
+                "JAX (`sadp_bench/train/jax.py`): the snnTorch MLP and conv net in spyx (a spyx `LIF` with "
+                "snnTorch `Leaky` dynamics, the snnTorch model's initial weights for the same seed), trained"
+                " with `h.value_and_grad` inside an `nnx.jit` step, `h.batches` (short last batch kept) and "
+                "`h.update`. Each batch size is compiled the first time it occurs in a run, on a throwaway "
+                "copy of the model and optimizer, outside the timer (`jit_warmup_s` in the records); the "
+                "timed epoch ends when the parameters are ready and the scores are in the handle's table. "
+                "The JAX adapter scores the readout only, so `sadp_all` and the oracle are torch-only.",
                 "",
             ]
     return lines

@@ -1,10 +1,11 @@
-"""A training run of the spyx MLP through ``sadp_core``'s JAX adapter (framework ``jax``).
+"""A training run of a spyx network through ``sadp_core``'s JAX adapter (framework ``jax``).
 
 Imported only when ``--frameworks`` lists ``jax`` (:func:`sadp_bench.train.compare.make_run`),
 so the torch runs never import JAX. The network is :class:`sadp_bench.models.jax.SpyxMLP`
-with the initial weights of the snnTorch MLP of the same seed. Loss ('rate'): cross-entropy
-at every step, averaged over the steps; optimizer: Adam (optax, torch's defaults) with the
-learning rate of torch's ``CosineAnnealingLR`` set before each epoch.
+or :class:`~sadp_bench.models.jax.SpyxConv` with the initial weights of the snnTorch model of
+the same seed (neither has BatchNorm or dropout: no train/eval mode to switch). Loss
+('rate'): cross-entropy at every step, averaged over the steps; optimizer: Adam (optax,
+torch's defaults) with the learning rate of torch's ``CosineAnnealingLR`` set before each epoch.
 
 Training is the adapter's loop: ``h = sadp_core.attach(model, ...)``,
 ``grad_fn = h.value_and_grad(loss_fn, jit=False)`` inside an ``nnx.jit`` training step,
@@ -39,7 +40,7 @@ import sadp_core
 
 from ..data import Data
 from ..methods import attach_options
-from ..models.jax import SpyxMLP, build_model, per_example_loss
+from ..models.jax import JaxModel, build_model, per_example_loss
 from .common import Run, RunSpec, Settings
 
 # Every run builds its own jitted step, but all runs of one shape compile to the same
@@ -78,20 +79,22 @@ class JaxParts:
         loss_kind = settings.loss
         self.traces = 0
 
-        def loss_fn(model: SpyxMLP, x: jax.Array, y: jax.Array) -> jax.Array:
+        def loss_fn(model: JaxModel, x: jax.Array, y: jax.Array) -> jax.Array:
             return per_example_loss(model(x), y, loss_kind)
 
         grad_fn = self.handle.value_and_grad(loss_fn, jit=False)
 
         @nnx.jit
-        def train_step(model: SpyxMLP, optimizer: Any, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+        def train_step(
+            model: JaxModel, optimizer: Any, x: jax.Array, y: jax.Array, w: jax.Array
+        ) -> jax.Array:
             self.traces += 1  # at trace time only: counts compilations
             (_, scores), grads = grad_fn(model, x, y, w)
             optimizer.update(model, grads)
             return scores
 
         @nnx.jit
-        def predict(model: SpyxMLP, x: jax.Array) -> jax.Array:
+        def predict(model: JaxModel, x: jax.Array) -> jax.Array:
             return model(x).mean(0).argmax(1)
 
         self.train_step, self.predict = train_step, predict
@@ -135,8 +138,8 @@ class JaxParts:
 
 @dataclass
 class JaxRun(Run):
-    """A run of the spyx MLP through the JAX adapter: same epochs, timer and evaluation points
-    as the torch runs; compilation kept out of the timer (:class:`JaxParts`)."""
+    """A run of a spyx network (MLP or conv) through the JAX adapter: same epochs, timer and
+    evaluation points as the torch runs; compilation kept out of the timer (:class:`JaxParts`)."""
 
     def _setup(self) -> None:
         self.parts = JaxParts(self.spec, self.data, self.own_settings, attach_options(self.spec.method))
