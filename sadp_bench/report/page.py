@@ -61,8 +61,9 @@ def _configuration(metas: list[dict[str, Any]], records: list[dict[str, Any]]) -
                 "`h.update`. Each batch size is compiled the first time it occurs in a run, on a "
                 "throwaway copy of the model and optimizer, outside the timer (`jit_warmup_s` in the "
                 "records); the timed epoch ends when the parameters are ready and the scores are in "
-                "the handle's table. The JAX adapter scores the readout only, so `sadp_all` and the "
-                "oracle are torch-only; there is no JAX conv model.",
+                "the handle's table. `sadp_all` and the oracle use the JAX adapter's `scope=\"all\"` "
+                "(both Linear layers; runs recorded before it existed have none); there is no JAX "
+                "conv model.",
                 "",
             ]
     return lines
