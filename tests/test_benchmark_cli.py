@@ -89,7 +89,7 @@ def test_report_writes_markdown_json_and_plots(grid: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("accuracy_vs_time.png", "accuracy_vs_share.png"):
         assert (grid / "report" / name).stat().st_size > 1000
-    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (13 + 3) + 11
+    assert len(json.loads((grid / "report" / "results.json").read_text())) == 2 * (13 + 3) + len(JAX_METHODS)
     text = (grid / "report.md").read_text()
     assert "## Targets" in text and "| sadp_all | 0.5 |" in text and "### jax, mlp, 2 epochs" in text
     assert "## Time to accuracy" in text and "| fewer_epochs |" in text
