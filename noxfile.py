@@ -58,8 +58,12 @@ def jax(session: nox.Session) -> None:
     _pytest(session, "jax", "tests", "-m", "not gpu")
     _pytest(
         session, "numpy", "tests/test_jax_adapter.py", "tests/test_jax_mesh.py", "--doctest-modules",
-        "--pyargs", "sadp_core.adapters.jax", "-m", "not gpu", frameworks="jax",
+        "--pyargs", "sadp_core.adapters.jax", "sadp_core.adapters._jax_tap", "-m", "not gpu",
+        frameworks="jax",
     )  # fmt: skip
+    # the same mistakes give the same messages on a JAX and an snnTorch handle: needs both
+    session.install(".[snntorch]", *TORCH)
+    _pytest(session, "numpy", "tests/test_jax_parity.py", frameworks="jax,snntorch")
 
 
 def _adapter_session(session: nox.Session, framework: str) -> None:

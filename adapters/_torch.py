@@ -165,6 +165,12 @@ class TorchHandle(Pruner):
         self._last_written: _Written | None = None  # the batch scored last, for truncated BPTT
         self._since_sync = 0  # batches named since the last exchange with the other ranks
 
+    @property
+    def layer_names(self) -> list[str]:
+        """The names of the traced layers: the readout, or every Linear and Conv layer
+        (``scope="all"``); empty for the loss-based methods and once detached."""
+        return [tap.name for tap in self._taps]
+
     # -- data --------------------------------------------------------------------------
 
     def indexed(self, dataset: Any) -> IndexedDataset:

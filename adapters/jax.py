@@ -14,10 +14,10 @@ gradients, and every example's spike-aware score (DESIGN.md section 2):
   ``dloss/du_i`` is the example's readout gradient itself and its norm is exact (more
   memory: ``B C (F + 1)`` numbers).
 
-Two ways to put the tap on the readout:
+Two ways to put the tap on the readout (the taps themselves are in ``_jax_tap``):
 
 - **flax NNX models** (``spyx.nn.Sequential`` run by ``spyx.nn.run``, or your own
-  ``nnx.Module``): ``attach`` finds the readout, the last ``nnx.Linear`` outside the
+  ``nnx.Module``): ``attach`` finds the readout, the last ``nnx.Linear`` (or ``nnx.Conv``) outside the
   spiking neurons (or the one named by ``readout=``), and swaps its class for a subclass
   that taps its output while ``grad_fn`` traces. Parameter paths do not change, so an
   optimizer or checkpoint made before ``attach`` keeps working; ``detach()`` restores the
@@ -58,218 +58,58 @@ Example (spyx):
     ([100, 50, 50], 0)
     >>> h.detach()
 
-Length: about 760 lines, nearly all of it :class:`JaxHandle` and its gradient function,
-which share the traced step's private state; splitting the tap and the flax NNX glue into
-their own modules is open work (the JAX parity part of the adapters issue).
+``scope="all"`` (flax NNX, with the class swap) taps every ``nnx.Linear`` and ``nnx.Conv``
+layer outside the neurons, each with its own ``u``, and combines the per-layer bounds as
+``sqrt(sum_l B_l^2)``, as the torch handle does.
+
+Length: about 760 lines, nearly all of it :class:`JaxHandle`, whose gradient function,
+score bookkeeping and batch checks share the handle's private state; the taps
+(``_jax_tap``) and the flax NNX glue (``_jax_nnx``: finding and tapping layers) are
+already their own modules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import sys
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sadp_core.errors import SADPError
+from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
 
-__all__ = ["EpochBatches", "JaxHandle", "accepts", "attach", "tap"]
+from ._jax_nnx import (
+    Layer,
+    Slot,
+    nnx_module,
+    scan_model,
+    spyx_neurons,
+    strengthen_weak_types,
+    tap_layer,
+    untap_layer,
+)
+from ._jax_tap import TAP_CALLS, conv_tap, tap
+
+__all__ = ["EpochBatches", "JaxHandle", "accepts", "attach", "conv_tap", "tap"]
 
 _RECORD_EVERY = 64  # updates whose scores wait on the device for one host copy
-_TAP_CALLS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("sadp_tap_calls", default=None)
 
 LossFn = Callable[..., Any]
 GradFn = Callable[[Any, Any, Any, Any], tuple[tuple[jax.Array, jax.Array], Any]]
-
-
-# -- the tap ---------------------------------------------------------------------------------
-
-
-def _tap_with(contribution: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[..., jax.Array]:
-    """A ``custom_vjp`` identity ``(output, saved, u) -> output`` whose backward passes the
-    error ``g`` on unchanged and gives ``u`` the cotangent ``contribution(saved, g)``."""
-
-    @jax.custom_vjp
-    def tapped(output: jax.Array, saved: jax.Array, u: jax.Array) -> jax.Array:
-        return output
-
-    def forward(output: jax.Array, saved: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return output, saved
-
-    def backward(saved: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        return g, jnp.zeros_like(saved), contribution(saved, g)
-
-    tapped.defvjp(forward, backward)
-    return tapped
-
-
-def _bound_term(factor: jax.Array, g: jax.Array) -> jax.Array:
-    """``sum_t ||g_t|| factor_t`` per example, ``factor = sqrt(||s_t||^2 + 1)`` (``[..., B]``)."""
-    batch = factor.shape[-1]
-    error_norms = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32)), axis=-1))  # [..., B]
-    return jnp.sum(jnp.reshape(error_norms * factor, (-1, batch)), axis=0)  # [B]
-
-
-def _exact_term(augmented: jax.Array, g: jax.Array) -> jax.Array:
-    """The example's readout gradient of this call: sum over leading (time) axes of g [s, 1]^T."""
-    return jnp.einsum("...bc,...bf->bcf", g.astype(jnp.float32), augmented)
-
-
-_bound_tap = _tap_with(_bound_term)
-_exact_tap = _tap_with(_exact_term)
-
-
-def tap(output: jax.Array, inputs: jax.Array, u: jax.Array, *, bias: bool = True) -> jax.Array:
-    """Mark ``output = inputs @ W + b`` as the readout: returns ``output``, unchanged.
-
-    Going backward, the gradient reaching ``output`` passes on unchanged, and ``u`` (the
-    zero array that ``grad_fn`` hands to ``loss_fn``) receives the example's share of the
-    spike-aware bound (``u`` of shape ``[B]``) or of the exact readout gradient (``u`` of
-    shape ``[B, C, F + 1]``, ``score="exact"``). Apply it to the readout output at every
-    time step, inside the scan, before anything else uses that output.
-
-    Args:
-        output: ``[B, C]`` readout output of one step, or ``[T, B, C]`` for all steps.
-        inputs: ``[B, F]`` (or ``[T, B, F]``) input of the readout at the same steps (the
-            spikes ``s_t``; any real values: the real norm is used).
-        u: the ``u`` that ``grad_fn`` passed to ``loss_fn``.
-        bias: whether the readout adds a bias (the ``+ 1`` of the bound).
-
-    Raises:
-        SADPError: if the shapes do not fit (checked while tracing, at no run-time cost).
-
-    Example (an equinox readout inside a hand-written scan, see the docs for the loop):
-        >>> import jax, jax.numpy as jnp, equinox as eqx
-        >>> readout = eqx.nn.Linear(5, 2, key=jax.random.key(0))
-        >>> spikes = jnp.ones((3, 5))                       # one step, B=3, F=5
-        >>> def loss(u):
-        ...     out = tap(jax.vmap(readout)(spikes), spikes, u)   # [B, C]
-        ...     return jnp.sum(out**2)
-        >>> jax.grad(loss)(jnp.zeros(3)).shape              # per-example bound shares
-        (3,)
-    """
-    if not (hasattr(output, "shape") and hasattr(inputs, "shape") and hasattr(u, "shape")):
-        raise SADPError("tap(output, inputs, u) needs arrays; pass the u that grad_fn gave loss_fn")
-    if output.ndim not in (2, 3) or inputs.ndim != output.ndim or output.shape[:-1] != inputs.shape[:-1]:
-        raise SADPError(
-            f"tap() needs the readout output [B, C] (or [T, B, C], time-major) and its input [B, F] "
-            f"(or [T, B, F]) with the same leading axes; got output {tuple(output.shape)} and inputs "
-            f"{tuple(inputs.shape)}. Apply it to the batched output, outside any per-example jax.vmap"
-        )
-    batch = output.shape[-2]
-    classes, features = output.shape[-1], inputs.shape[-1]
-    calls = _TAP_CALLS.get()
-    if calls is not None:
-        calls.append(batch)
-    spikes = jax.lax.stop_gradient(inputs).astype(jnp.float32)
-    if u.ndim in (1, 3) and u.shape[0] != batch:
-        raise SADPError(
-            f"the readout saw a batch of {batch} examples but u was made for {u.shape[0]}: pass one "
-            "weight per example of the batch to grad_fn"
-        )
-    if u.ndim == 1:
-        squared = jnp.sum(jnp.square(spikes), axis=-1)
-        factor = jnp.sqrt(squared + 1.0) if bias else jnp.sqrt(squared)
-        return _bound_tap(output, factor, u)
-    if u.shape == (batch, classes, features + 1):
-        # *_like keeps the spikes' sharding: under a mesh with explicit axes, concatenate needs it
-        ones = jnp.ones_like(spikes[..., :1]) if bias else jnp.zeros_like(spikes[..., :1])
-        return _exact_tap(output, jnp.concatenate([spikes, ones], axis=-1), u)
-    raise SADPError(
-        f"tap() got u of shape {tuple(u.shape)} for a batch of {batch} examples, {features} inputs and "
-        f"{classes} outputs: expected ({batch},) (score='bound') or ({batch}, {classes}, {features + 1}) "
-        "(score='exact'); pass the u that grad_fn gave loss_fn, and readout_shape=(C, F) to attach()"
-    )
-
-
-# -- flax NNX: the readout's class is swapped for a tapping subclass ---------------------------
-
-
-@dataclass
-class _Slot:
-    """What the tapping subclass reads: ``u`` while ``grad_fn`` traces, else None."""
-
-    bias: bool
-    u: jax.Array | None = None
-
-
-def _tapping_class(original: type, slot: _Slot) -> type:
-    call = original.__call__
-
-    def __call__(self: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        output = call(self, inputs, *args, **kwargs)
-        if slot.u is None:
-            return output
-        return tap(output, inputs, slot.u, bias=slot.bias)
-
-    namespace = {"__call__": __call__, "__module__": original.__module__, "_sadp_original": original}
-    return type(f"SADPTapped{original.__name__}", (original,), namespace)
+U: TypeAlias = jax.Array | tuple[jax.Array, ...]  # one zero array, or one per tapped layer (see _zero_u)
 
 
 def _nnx() -> Any:
-    if "flax" not in sys.modules:
-        return None
-    from flax import nnx
-
-    return nnx
+    return nnx_module()
 
 
 def _equinox() -> Any:
     return sys.modules.get("equinox")
-
-
-def _spyx_neurons() -> tuple[type, ...]:
-    nn = sys.modules.get("spyx.nn")
-    if nn is None:
-        return ()
-    names = ("LIF", "ALIF", "CuBaLIF", "IF", "RIF", "RLIF", "RCuBaLIF", "PSU_LIF")
-    return tuple(getattr(nn, name) for name in names if isinstance(getattr(nn, name, None), type))
-
-
-def _is_neuron(node: Any, neurons: tuple[type, ...]) -> bool:
-    """A spyx neuron, a class listed in ``neurons=``, or a spyx-style one (initial_state + spike)."""
-    if neurons and isinstance(node, neurons):
-        return True
-    return callable(getattr(node, "initial_state", None)) and callable(getattr(node, "spike", None))
-
-
-def _children(node: Any, nnx: Any) -> list[Any]:
-    if isinstance(node, nnx.Pytree):
-        return [value for key, value in vars(node).items() if not str(key).startswith("_")]
-    if isinstance(node, (list, tuple)):
-        return list(node)
-    if isinstance(node, dict):
-        return list(node.values())
-    return []
-
-
-def _scan_model(model: Any, nnx: Any, neurons: tuple[type, ...]) -> tuple[list[tuple[str, Any]], bool]:
-    """Linear layers outside neurons, in definition order, and whether any neuron exists."""
-    names = {id(node): ".".join(str(p) for p in path) for path, node in nnx.iter_graph(model)}
-    found: list[tuple[str, Any]] = []
-    seen: set[int] = set()
-    any_neuron = False
-
-    def walk(node: Any, inside_neuron: bool) -> None:
-        nonlocal any_neuron
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        if isinstance(node, nnx.Linear) and not inside_neuron and id(node) in names:
-            found.append((names[id(node)], node))
-        neuron = isinstance(node, nnx.Module) and _is_neuron(node, neurons)
-        any_neuron = any_neuron or neuron
-        for child in _children(node, nnx):
-            walk(child, inside_neuron or neuron)
-
-    walk(model, False)
-    return found, any_neuron
 
 
 # -- the handle -------------------------------------------------------------------------------
@@ -280,20 +120,27 @@ class EpochBatches:
 
     ``indices`` are int64 example indices, ``weights`` the float32 loss weights of the
     plan (train on ``mean(weights * per_example_loss)``). Iterating it again gives the same
-    batches; the last batch may be short (``drop_last=False``).
+    batches; the last batch may be short (``drop_last=False``). The handle notes every
+    batch handed out, to report those whose scores never reach :meth:`JaxHandle.update`.
     """
 
-    def __init__(self, plan: Plan, batch_size: int, drop_last: bool) -> None:
+    def __init__(
+        self, plan: Plan, batch_size: int, drop_last: bool, handed_out: Callable[[np.ndarray | None], None]
+    ) -> None:
         self.plan, self.batch_size = plan, batch_size
         self.epoch = plan.epoch
         self._weights = plan.weights.astype(np.float32)
+        self._handed_out = handed_out
         size = len(plan.indices)
         self._stop = size - size % batch_size if drop_last else size
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         indices, weights = self.plan.indices, self._weights
         for start in range(0, self._stop, self.batch_size):
-            yield indices[start : start + self.batch_size], weights[start : start + self.batch_size]
+            batch = indices[start : start + self.batch_size]
+            self._handed_out(batch)
+            yield batch, weights[start : start + self.batch_size]
+        self._handed_out(None)  # the loop over the epoch is over
 
     def __len__(self) -> int:
         return -(-self._stop // self.batch_size)
@@ -305,10 +152,16 @@ class JaxHandle(Pruner):
     Args:
         model: a flax NNX module (spyx or your own), an equinox module, or a pytree of
             parameters (for a hand-written model).
-        readout: flax NNX only: the readout ``nnx.Linear``, by dotted path (``"layers.2"``)
-            or as the module; found automatically if None.
+        readout: flax NNX only: the readout ``nnx.Linear`` (or ``nnx.Conv``), by dotted
+            path (``"layers.2"``) or as the module; found automatically (the last Linear or
+            Conv layer outside the neurons) if None.
+        scope: ``"readout"`` (default) or ``"all"``: flax NNX only (the class swap), every
+            ``nnx.Linear`` and ``nnx.Conv`` layer outside the neurons is tapped and the
+            per-layer bounds ``B_l`` are combined as ``sqrt(sum_l B_l^2)``, as the torch
+            handle does (DESIGN.md section 2).
         score: ``"bound"`` (the spike-aware bound, default) or ``"exact"`` (the exact norm
-            of each example's readout gradient; ``B C (F + 1)`` more numbers in memory).
+            of each example's gradient on the tapped Linear layers; ``B C (F + 1)`` more
+            numbers in memory per layer).
         functional: flax NNX only: do not swap the readout's class; ``loss_fn`` takes ``u``
             and applies :func:`tap` itself (always so for equinox and pytrees).
         neurons: classes of your own spiking layers (flax NNX), for the check that the model
@@ -317,6 +170,24 @@ class JaxHandle(Pruner):
         readout_shape: ``(C, F)``, the readout's outputs and inputs: needed by
             ``score="exact"`` when the tap is applied by hand.
         **options: the :class:`~sadp_core.Pruner` options (``num_examples``, ``epochs``, ...).
+
+    Example (``scope="all"``: both Linear layers of a spyx MLP are tapped):
+        >>> import jax.numpy as jnp, numpy as np, optax, spyx, sadp_core
+        >>> from flax import nnx
+        >>> rngs = nnx.Rngs(0)
+        >>> model = spyx.nn.Sequential(nnx.Linear(8, 16, rngs=rngs), spyx.nn.LIF((16,), rngs=rngs),
+        ...                            nnx.Linear(16, 3, rngs=rngs), spyx.nn.LI((3,), rngs=rngs))
+        >>> h = sadp_core.attach(model, num_examples=4, epochs=2, scope="all")
+        >>> h.layer_names
+        ['layers.0', 'layers.2']
+        >>> def loss_fn(model, x, y):
+        ...     out, _ = spyx.nn.run(model, x)
+        ...     return optax.softmax_cross_entropy_with_integer_labels(out.mean(0), y)
+        >>> x = jnp.ones((4, 4, 8)); y = jnp.arange(4) % 3; w = jnp.ones(4)
+        >>> (loss, scores), grads = h.value_and_grad(loss_fn)(model, x, y, w)
+        >>> scores.shape
+        (4,)
+        >>> h.detach()
     """
 
     def __init__(
@@ -324,6 +195,7 @@ class JaxHandle(Pruner):
         model: Any,
         *,
         readout: Any = None,
+        scope: str = "readout",
         score: str = "bound",
         functional: bool = False,
         neurons: tuple[type, ...] | type | None = None,
@@ -331,6 +203,8 @@ class JaxHandle(Pruner):
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        if scope not in ("readout", "all"):
+            raise SADPError(f"scope must be 'readout' or 'all', got {scope!r}")
         if score not in ("bound", "exact"):
             raise SADPError(f"score must be 'bound' or 'exact', got {score!r}")
         nnx, eqx = _nnx(), _equinox()
@@ -345,19 +219,27 @@ class JaxHandle(Pruner):
                 f"the JAX adapter takes a flax NNX module, an equinox module or a pytree of jax arrays, "
                 f"got {type(model).__name__}"
             )
-        self.model, self.score_kind = model, score
+        self.model, self.scope, self.score_kind = model, scope, score
         self.functional = bool(functional) or self.framework != "nnx"
         self.readout_name: str | None = None
-        self._readout: Any = None
-        self._slot: _Slot | None = None
-        self._shape: tuple[int, int] | None = None  # (C, F) of the readout
+        self.layer_names: list[str] = []  # the tapped layers (flax NNX, not functional)
+        self._layers: list[Layer] = []
+        self._slots: list[Slot] = []
+        self._shapes: list[tuple[int, int]] = []  # (C, F) of every tapped Linear layer (score="exact")
         if self.framework != "nnx" and readout is not None:
             raise SADPError(
                 f"readout= selects a layer of a flax NNX model; for a {self.framework} model apply "
                 "sadp_core.adapters.jax.tap(output, inputs, u) to the readout output in your loss"
             )
+        if scope == "all" and self.functional:
+            raise SADPError(
+                "scope='all' taps the nnx.Linear and nnx.Conv layers that attach() finds in a flax NNX "
+                f"model; a {self.framework} model{' attached with functional=True' if functional else ''} "
+                "taps only the readout, by hand with tap(): use scope='readout', or attach the flax NNX "
+                "model without functional=True"
+            )
         if not self.functional:
-            self._attach_readout(model, nnx, readout, _as_types(neurons))
+            self._attach_layers(model, nnx, readout, _as_types(neurons))
         elif readout_shape is not None:
             if (
                 not isinstance(readout_shape, tuple)
@@ -365,57 +247,88 @@ class JaxHandle(Pruner):
                 or not all(isinstance(n, int) and n > 0 for n in readout_shape)
             ):
                 raise SADPError(f"readout_shape must be (C, F), two positive ints, got {readout_shape!r}")
-            self._shape = readout_shape
-        if score == "exact" and self._shape is None:
+            self._shapes = [readout_shape]
+        if score == "exact" and not self._shapes:
             raise SADPError(
                 "score='exact' with a tap applied by hand needs readout_shape=(C, F): the readout's "
                 "number of outputs C and inputs F"
             )
         if self.framework == "nnx":
-            _strengthen_weak_types(model, nnx)
+            strengthen_weak_types(model, nnx)
         self._next_epoch = 0
         self._pending: list[tuple[np.ndarray, jax.Array]] = []
         self._detached = False
+        # batches handed out by batches() and not yet checked for an update (see _check_handed)
+        self._handed: list[tuple[int, np.ndarray]] = []
+        self._serial = 0  # batches handed out so far
+        self._settled = 0  # batches handed out by epochs whose loop has ended
+        self._stamps = np.full(self.num_examples, -1, dtype=np.int64)  # serial at each example's update
+        self._unscored_batches = 0
+        self._member: np.ndarray | None = None  # examples of the plan handed out last
+        self._member_plan: Plan | None = None
 
-    def _attach_readout(self, model: Any, nnx: Any, readout: Any, neurons: tuple[type, ...]) -> None:
-        known = (*_spyx_neurons(), *neurons)
-        candidates, spiking = _scan_model(model, nnx, known)
+    @property
+    def _readout(self) -> Any:
+        """The readout module (flax NNX with the class swap), None otherwise or once detached."""
+        return next((layer.module for layer in self._layers if layer.name == self.readout_name), None)
+
+    def _attach_layers(self, model: Any, nnx: Any, readout: Any, neurons: tuple[type, ...]) -> None:
+        """Choose the readout and tap it (``scope="readout"``) or every candidate layer."""
+        known = (*spyx_neurons(), *neurons)
+        candidates, spiking = scan_model(model, nnx, known)
         if not spiking:
             raise SADPError(
                 f"no spiking layer found in {type(model).__name__}: expected spyx neurons (LIF, ALIF, "
                 "CuBaLIF, ...) or modules with initial_state() and spike(); pass neurons=(YourNeuron,) "
                 "for your own neuron class, or use sadp_core.Pruner directly"
             )
-        names = [name for name, _ in candidates]
+        names = [layer.name for layer in candidates]
         if readout is None:
             if not candidates:
                 raise SADPError(
-                    f"no nnx.Linear outside the spiking neurons of {type(model).__name__}: nothing to use "
-                    "as the readout; pass readout='path.to.layer', or attach(..., functional=True) and "
-                    "apply sadp_core.adapters.jax.tap() to the readout output in your model"
+                    f"no nnx.Linear or nnx.Conv outside the spiking neurons of {type(model).__name__}: "
+                    "nothing to use as the readout; pass readout='path.to.layer', or attach(..., "
+                    "functional=True) and apply sadp_core.adapters.jax.tap() to the readout output"
                 )
-            name, module = candidates[-1]
+            chosen = candidates[-1]
         else:
-            by_name = dict(candidates)
             if isinstance(readout, str):
-                module = by_name.get(readout)
+                found = [layer for layer in candidates if layer.name == readout]
                 name = readout
             else:
-                found = [(n, m) for n, m in candidates if m is readout]
-                name, module = found[0] if found else (repr(type(readout).__name__), None)
-            if module is None:
+                found = [layer for layer in candidates if layer.module is readout]
+                name = repr(type(readout).__name__)
+            if not found:
                 raise SADPError(
-                    f"readout={name!r} is not an nnx.Linear of the model outside its neurons; "
-                    f"choose one of {names}"
+                    f"readout={name!r} is not an nnx.Linear or nnx.Conv layer of the model outside its "
+                    f"neurons; choose one of {names}"
                 )
-        if hasattr(type(module), "_sadp_original"):
-            raise SADPError(
-                f"the readout {name!r} is already tapped by another handle; detach that handle first"
-            )
-        self._slot = _Slot(bias=getattr(module, "bias", None) is not None)
-        self._shape = (int(module.out_features), int(module.in_features))
-        module.__class__ = _tapping_class(type(module), self._slot)
-        self.readout_name, self._readout = name, module
+            chosen = found[0]
+        layers = candidates if self.scope == "all" else [chosen]
+        if self.score_kind == "exact":
+            for layer in layers:
+                if layer.kind != "Linear":
+                    raise SADPError(
+                        f"score='exact' supports Linear layers only; {layer.name!r} is {layer.kind}"
+                    )
+        tapped: list[Layer] = []
+        try:
+            for layer in layers:
+                self._slots.append(tap_layer(layer))
+                tapped.append(layer)
+        except SADPError:
+            for layer in tapped:  # leave the model as it was
+                untap_layer(layer.module)
+            self._slots = []
+            raise
+        self._layers = layers
+        self._shapes = [
+            (int(layer.module.out_features), int(layer.module.in_features))
+            for layer in layers
+            if layer.kind == "Linear"
+        ]
+        self.readout_name = chosen.name
+        self.layer_names = [layer.name for layer in layers]
 
     # -- data --------------------------------------------------------------------------------
 
@@ -438,9 +351,43 @@ class JaxHandle(Pruner):
                 f"all {self.epochs} epochs of the schedule have been handed out; make the handle with "
                 "a larger epochs="
             )
+        self._check_handed(everything=True)  # the batches of the epochs before, now
         plan = self.plan(self._next_epoch)
         self._next_epoch += 1
-        return EpochBatches(plan, batch_size, drop_last)
+        self._member_plan, self._member = plan, None
+        return EpochBatches(plan, batch_size, drop_last, self._handed_out)
+
+    def _handed_out(self, indices: np.ndarray | None) -> None:
+        """:class:`EpochBatches` hands out ``indices`` (None: the loop over an epoch ended)."""
+        if indices is None:
+            self._settled = self._serial
+            return
+        self._serial += 1
+        self._handed.append((self._serial, indices))
+
+    def _check_handed(self, everything: bool) -> None:
+        """Count and report the batches handed out whose examples got no :meth:`update`.
+
+        A batch is checked once its epoch's loop has ended (or, with ``everything``, once
+        the next epoch's batches are asked for, and at :meth:`detach` or
+        :meth:`synchronize`): updates deferred to the end of an epoch are not reported.
+        """
+        limit = self._serial if everything else self._settled
+        if not self._handed or self._handed[0][0] > limit:
+            return
+        checked = [entry for entry in self._handed if entry[0] <= limit]
+        self._handed = [entry for entry in self._handed if entry[0] > limit]
+        missed = sum(1 for serial, indices in checked if not (self._stamps[indices] >= serial).any())
+        if missed:
+            if not self._unscored_batches:
+                warnings.warn(
+                    f"{missed} batch(es) handed out by h.batches() got no scores: their indices never "
+                    "reached h.update(idx, scores) (call it after every grad_fn step, with that step's "
+                    "scores); the table keeps their earlier scores. Counted in h.stats.unscored_batches",
+                    SADPWarning,
+                    stacklevel=3,
+                )
+            self._unscored_batches += missed
 
     @property
     def next_epoch(self) -> int:
@@ -483,8 +430,9 @@ class JaxHandle(Pruner):
         step = self._pytree_step(loss_fn)
         return jax.jit(step) if jit else step
 
-    def _zero_u(self, w: jax.Array) -> jax.Array:
-        """The zero ``u`` for a batch of weights ``w``, sharded as ``w`` along its batch axis.
+    def _zero_u(self, w: jax.Array) -> U:
+        """The zero ``u`` for a batch of weights ``w``, sharded as ``w`` along its batch axis:
+        one array for a tap applied by hand, a tuple of one per tapped layer otherwise.
 
         Made from ``w`` rather than from its shape: under a mesh with explicit axes
         (``jax.make_mesh``'s default) a new ``jnp.zeros((B,))`` would be replicated while
@@ -492,35 +440,39 @@ class JaxHandle(Pruner):
         ``custom_vjp`` refuses. Under automatic axes or on one device it changes nothing.
         """
         zeros = jnp.zeros_like(w, dtype=jnp.float32)
-        if self.score_kind == "exact" and self._shape is not None:
-            classes, features = self._shape
-            return jnp.broadcast_to(zeros[:, None, None], (w.shape[0], classes, features + 1))
-        return zeros
+        if self.score_kind == "exact":
+            shapes = [(w.shape[0], classes, features + 1) for classes, features in self._shapes]
+            per_layer = tuple(jnp.broadcast_to(zeros[:, None, None], shape) for shape in shapes)
+        else:
+            per_layer = (zeros,) * max(1, len(self._slots))
+        return per_layer[0] if self.functional else per_layer
 
     @contextlib.contextmanager
-    def _tracing(self, u: jax.Array | None) -> Iterator[list[int]]:
-        """While ``loss_fn`` traces: hand ``u`` to the tapped readout, count the taps applied."""
+    def _tracing(self, u: U | None) -> Iterator[list[int]]:
+        """While ``loss_fn`` traces: hand each tapped layer its ``u``, count the taps applied."""
         if self._detached:
             raise SADPError("this handle is detached; attach the model again to train with pruning")
         calls: list[int] = []
-        token = _TAP_CALLS.set(calls)
-        slot = self._slot
-        if slot is not None:
-            slot.u = u
+        token = TAP_CALLS.set(calls)
+        if u is not None and self._slots:
+            for slot, u_layer in zip(self._slots, u, strict=True):
+                slot.u = u_layer
         try:
             yield calls
         finally:
-            _TAP_CALLS.reset(token)
-            if slot is not None:
+            TAP_CALLS.reset(token)
+            for slot in self._slots:
                 slot.u = None
 
     def _check_tapped(self, calls: list[int], batch: int) -> None:
         if not calls:
-            where = (
-                f"the readout {self.readout_name!r} never ran in loss_fn (is it the readout? pass readout=)"
-                if not self.functional
-                else "loss_fn never applied sadp_core.adapters.jax.tap(output, inputs, u) to the readout"
-            )
+            if self.functional:
+                where = "loss_fn never applied sadp_core.adapters.jax.tap(output, inputs, u) to the readout"
+            elif self.scope == "all":
+                where = f"none of the tapped layers {self.layer_names} ran in loss_fn"
+            else:
+                name = self.readout_name
+                where = f"the readout {name!r} never ran in loss_fn (is it the readout? pass readout=)"
             raise SADPError(
                 f"no scores: {where}; a forward jitted separately inside loss_fn also hides it (the tap must "
                 "be traced with grad_fn)"
@@ -535,7 +487,7 @@ class JaxHandle(Pruner):
         batch = w.shape[0]
         wants_bound = self.expects == "bound"
 
-        def objective(model: Any, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def objective(model: Any, u: U) -> tuple[jax.Array, jax.Array]:
             with self._tracing(u if wants_bound else None) as calls:
                 losses = loss_fn(model, x, y, u) if with_u else loss_fn(model, x, y)
                 if wants_bound:
@@ -545,11 +497,18 @@ class JaxHandle(Pruner):
 
         return objective
 
-    def _scores(self, grad_u: jax.Array | None, w: jax.Array, losses: jax.Array) -> jax.Array:
+    def _scores(self, grad_u: U | None, w: jax.Array, losses: jax.Array) -> jax.Array:
+        """Per-example scores from ``dloss/du``: each layer's share (its bound, or the norm of
+        its exact gradient), combined over layers as ``sqrt(sum_l share_l^2)``, with the
+        weight and the batch mean undone."""
         if grad_u is None or self.expects != "bound":
             return jax.lax.stop_gradient(losses).astype(jnp.float32)
         batch = w.shape[0]
-        share = grad_u if grad_u.ndim == 1 else jnp.sqrt(jnp.sum(jnp.square(grad_u.reshape(batch, -1)), 1))
+        per_layer = grad_u if isinstance(grad_u, tuple) else (grad_u,)
+        shares = [
+            g if g.ndim == 1 else jnp.sqrt(jnp.sum(jnp.square(g.reshape(batch, -1)), 1)) for g in per_layer
+        ]
+        share = shares[0] if len(shares) == 1 else jnp.sqrt(sum(jnp.square(s) for s in shares))
         w32 = w.astype(jnp.float32)
         safe = jnp.where(w32 > 0, w32, 1.0)
         return jnp.where(w32 > 0, share * (batch / safe), jnp.nan)
@@ -608,23 +567,49 @@ class JaxHandle(Pruner):
         device and are written in groups, with one host copy per group, before any read of
         the table (``scores``, ``plan``, ``stats``, ``state_dict``). So ``update`` never
         waits for the step to finish. Shapes and indices are checked at once; values (NaN,
-        negative) when the group is written.
+        negative) when the group is written. Once :meth:`batches` has handed out an epoch,
+        the indices must be examples of its plan.
         """
         if isinstance(scores, jax.core.Tracer):
             raise SADPError("update() got a traced value: call it outside jit, with grad_fn's results")
         if not isinstance(scores, jax.Array):
             self._record_pending()
-            super().update(indices, scores)
+            index_array = np.array(self._check_indices(indices), dtype=np.int64)
+            checked, values = self._checked_scores(index_array, scores)  # shapes and values first
+            self._check_in_plan(index_array)
+            self._table.record(checked, values, self._config["decay"])
+            self._stamps[index_array] = self._serial
             return
+        if not scores.is_fully_addressable:
+            raise SADPError(
+                "update() got scores spread over several processes (multi-process JAX, jax.distributed): "
+                "the JAX handle keeps one score table per process and reads scores on this process only; "
+                "train with one process over all devices (a jax mesh), or gather the scores first"
+            )
         index_array = np.array(self._check_indices(indices), dtype=np.int64)
         if scores.ndim != 1 or scores.shape[0] != index_array.shape[0]:
             raise SADPError(
                 f"scores must be one score per index: got {index_array.shape[0]} indices and scores "
                 f"of shape {tuple(scores.shape)}"
             )
+        self._check_in_plan(index_array)
+        self._stamps[index_array] = self._serial
         self._pending.append((index_array, scores))
         if len(self._pending) >= _RECORD_EVERY:
             self._record_pending()
+
+    def _check_in_plan(self, index_array: np.ndarray) -> None:
+        """The same mistake as indices outside the plan in the torch handle's ``weighted_loss``."""
+        plan = self._member_plan
+        if plan is None:
+            return  # no epoch handed out by batches(): updates are the Pruner's, unrestricted
+        if self._member is None:
+            self._member = np.zeros(self.num_examples, dtype=bool)
+            self._member[plan.indices] = True
+        inside = self._member[index_array]
+        if not inside.all():
+            missing = index_array[~inside][:5].tolist()
+            raise SADPError(f"examples {missing} are not in the plan of epoch {plan.epoch}; use its batches")
 
     def _record_pending(self) -> None:
         if not self._pending:
@@ -639,6 +624,20 @@ class JaxHandle(Pruner):
             indices, values = indices[last], values[last]
         self._record(indices, values)
 
+    def synchronize(self) -> None:
+        """Write the scores still waiting on the device, and report batches left unscored.
+
+        The torch handle's ``synchronize`` exchanges scores between ``torch.distributed``
+        ranks. A JAX handle has nothing to exchange: data-parallel training on a mesh runs
+        in one process, and ``grad_fn`` returns the scores of the whole (sharded) batch, so
+        the one score table sees every device's examples (``tests/test_jax_mesh.py``).
+        Multi-process JAX (``jax.distributed``) is refused by :meth:`update`. Calling it is
+        never needed (every read of the table writes the waiting scores first) but is safe
+        anywhere, e.g. before saving a checkpoint, as with torch.
+        """
+        self._record_pending()
+        self._check_handed(everything=True)
+
     @property
     def scores(self) -> np.ndarray:
         """The latest score of every example (NaN where none yet); writes waiting scores first."""
@@ -647,8 +646,13 @@ class JaxHandle(Pruner):
 
     @property
     def stats(self) -> PrunerStats:
+        """The :class:`~sadp_core.PrunerStats`, with ``unscored_batches``: batches handed out
+        by :meth:`batches` whose indices got no :meth:`update` (each reported once with an
+        :class:`~sadp_core.SADPWarning`; checked when that epoch's loop has ended, when the
+        next epoch's batches are asked for, and at :meth:`synchronize` and :meth:`detach`)."""
         self._record_pending()
-        return super().stats
+        self._check_handed(everything=False)
+        return super().stats._replace(unscored_batches=self._unscored_batches)
 
     def plan(self, epoch: int) -> Plan:
         self._record_pending()
@@ -657,12 +661,11 @@ class JaxHandle(Pruner):
     # -- life cycle --------------------------------------------------------------------------
 
     def detach(self) -> None:
-        """Write waiting scores and give the readout its own class back."""
-        self._record_pending()
-        module = self._readout
-        if module is not None and hasattr(type(module), "_sadp_original"):
-            module.__class__ = type(module)._sadp_original
-        self._readout = None
+        """Write waiting scores and give every tapped layer its own class back."""
+        self.synchronize()
+        for layer in self._layers:
+            untap_layer(layer.module)
+        self._layers, self._slots = [], []
         self._detached = True
 
     def __enter__(self) -> JaxHandle:
@@ -672,39 +675,36 @@ class JaxHandle(Pruner):
         self.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        """The Pruner state (numpy arrays) plus the epoch counter of :meth:`batches`."""
+        """The Pruner state (numpy arrays) plus the epoch counter of :meth:`batches`, the
+        scope, the readout and the count of unscored batches (as the torch handle's)."""
         self._record_pending()
         state = super().state_dict()
-        state["jax"] = {"next_epoch": self._next_epoch, "readout": self.readout_name}
+        state["jax"] = {
+            "next_epoch": self._next_epoch,
+            "scope": self.scope,
+            "readout": self.readout_name,
+            "unscored_batches": self._unscored_batches,
+        }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         jax_state = state.get("jax") if isinstance(state, dict) else None
-        if jax_state and jax_state.get("readout") != self.readout_name:
+        saved = (jax_state.get("scope", "readout"), jax_state.get("readout")) if jax_state else None
+        if saved is not None and saved != (self.scope, self.readout_name):
             raise SADPError(
-                f"this state was saved with readout={jax_state.get('readout')!r}; "
-                f"this handle's readout is {self.readout_name!r}"
+                f"this state was saved with scope={saved[0]!r}, readout={saved[1]!r}; "
+                f"this handle has scope={self.scope!r}, readout={self.readout_name!r}"
             )
-        self._pending = []
         super().load_state_dict(state)
+        self._pending, self._handed = [], []
+        self._member_plan, self._member = None, None
+        self._stamps[:] = -1
         if jax_state:
             self._next_epoch = int(jax_state["next_epoch"])
+            self._unscored_batches = int(jax_state.get("unscored_batches", 0))
 
 
 # -- checks and dispatch ------------------------------------------------------------------------
-
-
-def _strengthen_weak_types(model: Any, nnx: Any) -> None:
-    """Give weakly typed float parameters (spyx's ``LI.beta``, ...) a strong type, same values.
-
-    A weakly typed parameter becomes strongly typed after the first optimizer update, which
-    makes a jitted step compile a second time (and a third, through the optimizer's state).
-    """
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Variable):
-            value = node.get_value()
-            if isinstance(value, jax.Array) and value.weak_type and jnp.issubdtype(value.dtype, jnp.floating):
-                node.set_value(jnp.asarray(value, dtype=value.dtype))
 
 
 def _as_types(neurons: tuple[type, ...] | type | None) -> tuple[type, ...]:

@@ -28,7 +28,7 @@ options on to the measurement (``sadp-bench speed --help``, ``sadp-bench overhea
 Methods: full, random, infobatch, ucb, eps_greedy, loss, sadp (readout scope), sadp_all
 (``scope="all"``), oracle (exact per-example whole-model gradient norm; MLP only).
 Frameworks: snntorch, spikingjelly, jax (the snnTorch MLP and conv net in spyx, through the
-JAX adapter, ``sadp_bench.train.jax``: no sadp_all or oracle; not in ``probe``).
+JAX adapter, ``sadp_bench.train.jax``; not in ``probe``).
 Models: mlp, conv. Data: the four idx files of ``--data DIR`` (default: Debian's
 ``dataset-fashion-mnist``), or ``--dataset digits`` (scikit-learn's 8x8 digits).
 torch runs on one thread (DESIGN.md section 7), and so does XLA on the CPU (``--threads``).
@@ -361,7 +361,7 @@ def command_run(args: argparse.Namespace) -> int:
                 continue
             skipped = [m for m in methods if not supported(model, m, framework)]
             if skipped:
-                why = "readout scope only" if framework == "jax" else "exact score: Linear layers only"
+                why = "not a JAX method" if framework == "jax" else "exact score: Linear layers only"
                 print(f"note: {', '.join(skipped)} not run on {framework} {model} ({why})")
             for seed in args.seeds:
                 specs = [RunSpec(framework, model, "full", 0.0, seed)] + [

@@ -24,7 +24,9 @@ class BenchMethod:
         name: its name on the command line and in the records.
         attach: the ``sadp_core.attach`` options it runs with.
         models: the torch models it runs on (the oracle's exact score covers Linear layers only).
-        jax: whether the JAX runs include it (the JAX adapter scores the readout only).
+        jax: whether the JAX runs include it (every method does since the JAX adapter has
+            ``scope="all"``; the oracle is exact there too: the spyx MLP's only parameters
+            are its two Linear layers).
     """
 
     name: str
@@ -55,13 +57,11 @@ REGISTRY: Mapping[str, BenchMethod] = MappingProxyType(
             BenchMethod("sadp_unbiased", {"method": "sadp", "smoothing": 0.5, "correction": "unbiased"}),
             BenchMethod("sadp_uncorrected", {"method": "sadp", "smoothing": 0.5, "correction": "none"}),
             # SADP with scope="all"
-            BenchMethod("sadp_all", {"method": "sadp", "scope": "all"}, jax=False),
+            BenchMethod("sadp_all", {"method": "sadp", "scope": "all"}),
             # SADP with the exact per-example whole-model gradient norm as score: the
             # ghost-norm identity on every Linear layer, exact for the MLP, whose parameters
             # are all in Linear layers; not available for the conv model
-            BenchMethod(
-                "oracle", {"method": "sadp", "scope": "all", "score": "exact"}, models=("mlp",), jax=False
-            ),
+            BenchMethod("oracle", {"method": "sadp", "scope": "all", "score": "exact"}, models=("mlp",)),
         )
     }
 )
@@ -76,7 +76,7 @@ its ablations (the last two at ``smoothing=0.5``, with ``correction="unbiased"``
 per-example whole-model gradient norm as score (``scope="all", score="exact"``)."""
 
 JAX_METHODS = tuple(name for name, method in REGISTRY.items() if method.jax)
-"""Methods of the JAX runs (the JAX adapter scores the readout only: no ``sadp_all`` or oracle)."""
+"""Methods of the JAX runs: all of them, ``sadp_all`` and the oracle included (JAX ``scope="all"``)."""
 
 
 def run_epochs(method: str, prune_ratio: float, epochs: int) -> int:
@@ -97,7 +97,7 @@ def attach_options(method: str) -> dict[str, Any]:
 
 def supported(model: str, method: str, framework: str = "snntorch") -> bool:
     """The oracle needs Linear-only networks (the exact score covers Linear layers); the JAX
-    runs cover the MLP and the readout-scoped methods only (:data:`JAX_METHODS`)."""
+    runs cover the MLP and :data:`JAX_METHODS`."""
     if framework == "jax":
         return model in JAX_MODELS and method in JAX_METHODS
     return model in REGISTRY[method].models

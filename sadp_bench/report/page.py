@@ -61,7 +61,8 @@ def _configuration(metas: list[dict[str, Any]], records: list[dict[str, Any]]) -
                 "`h.update`. Each batch size is compiled the first time it occurs in a run, on a throwaway "
                 "copy of the model and optimizer, outside the timer (`jit_warmup_s` in the records); the "
                 "timed epoch ends when the parameters are ready and the scores are in the handle's table. "
-                "The JAX adapter scores the readout only, so `sadp_all` and the oracle are torch-only.",
+                '`sadp_all` and the oracle use the JAX adapter\'s `scope="all"` (runs recorded before it '
+                "existed have none).",
                 "",
             ]
     return lines

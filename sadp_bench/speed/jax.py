@@ -2,6 +2,7 @@
 
     sadp-bench overhead jax                   # 300 steps, bound and exact scores
     sadp-bench overhead jax --steps 100 --score bound
+    sadp-bench overhead jax --scope all          # every Linear layer tapped (scope="all")
 
 (``python benchmarks/jax_overhead.py`` from a clone is the same.)
 
@@ -49,7 +50,7 @@ def loss_fn(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def measure(
-    score: str, steps: int, batch_size: int, time_steps: int, warmup: int
+    score: str, steps: int, batch_size: int, time_steps: int, warmup: int, scope: str = "readout"
 ) -> tuple[float, float, float]:
     """Median plain and attached step times (seconds) and the median per-step ratio."""
     rng = np.random.default_rng(0)
@@ -58,7 +59,9 @@ def measure(
     labels = rng.integers(0, 10, n).astype(np.int32)
 
     plain_model, attached_model = overhead_model(0), overhead_model(0)
-    handle = sadp_core.attach(attached_model, num_examples=n, prune_ratio=0.5, epochs=10_000, score=score)
+    handle = sadp_core.attach(
+        attached_model, num_examples=n, prune_ratio=0.5, epochs=10_000, score=score, scope=scope
+    )
     plain_opt = nnx.Optimizer(plain_model, optax.adam(1e-3), wrt=nnx.Param)
     attached_opt = nnx.Optimizer(attached_model, optax.adam(1e-3), wrt=nnx.Param)
     # the same strong types on both sides (attach() strengthens spyx's weakly typed LI.beta)
@@ -119,6 +122,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--time-steps", type=int, default=4)
+    parser.add_argument("--scope", choices=["readout", "all"], default="readout")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
@@ -127,18 +131,24 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     device = jax.devices()[0]
     print(
         f"jax {jax.__version__} on {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs; "
-        f"784-256-10 LIF (spyx), T={args.time_steps}, batch {args.batch_size}, {args.steps} steps"
+        f"784-256-10 LIF (spyx), T={args.time_steps}, batch {args.batch_size}, {args.steps} steps, "
+        f"scope={args.scope!r}"
     )
     print(f"{'score':<8}{'plain ms':>10}{'attached ms':>13}{'ratio':>8}  target <= {TARGET}")
     rows = []
     for score in scores:
-        plain, attached, ratio = measure(score, args.steps, args.batch_size, args.time_steps, args.warmup)
+        plain, attached, ratio = measure(
+            score, args.steps, args.batch_size, args.time_steps, args.warmup, args.scope
+        )
         verdict = "ok" if ratio <= TARGET else "over target"
         print(f"{score:<8}{1e3 * plain:>10.2f}{1e3 * attached:>13.2f}{ratio:>8.3f}  {verdict}")
         rows.append({"score": score, "plain_ms": 1e3 * plain, "attached_ms": 1e3 * attached, "ratio": ratio})
     if args.json is not None:
         where = {"platform": device.platform, "device_kind": device.device_kind}
-        settings = {"steps": args.steps, "batch_size": args.batch_size, "time_steps": args.time_steps}
+        settings = {
+            "steps": args.steps, "batch_size": args.batch_size, "time_steps": args.time_steps,
+            "scope": args.scope,
+        }  # fmt: skip
         args.json.write_text(json.dumps({**where, **settings, "rows": rows}, indent=1))
     return 0
 
