@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -313,9 +313,13 @@ class TorchHandle(Pruner):
             batch.since = previous.since
         return batch.since <= generation
 
-    def _loss_reached(self, batch: Batch, grads: Any) -> None:
-        """A backward pass reached the loss of ``batch``: did a tap run since the pass before?"""
+    def _loss_reached(self, batch: Batch, grads: tuple[torch.Tensor | None, ...]) -> None:
+        """A backward pass reached the loss of ``batch``: did a tap run since the pass before?
+        Keeps the gradient that reached the loss (its seed), which every error the taps get
+        in this pass is multiplied by, to be divided out when the scores are written."""
         batch.reached, batch.ran, self._ran = True, self._ran, False
+        if grads and grads[0] is not None:
+            batch.seed = grads[0].detach()
 
     def _check_delivered(self, naming: Batch | None = None) -> None:
         """Report the current batch if no backward pass has brought it a trace, and it is final:
@@ -378,6 +382,7 @@ class TorchHandle(Pruner):
         )  # [examples of all batches, layers]
         sizes = np.array([batch.indices.shape[0] for batch in batches])
         epochs = np.array([batch.epoch for batch in batches])
+        sums = sums / np.repeat(_seeds(batches), sizes)[:, None]  # the loss as weighted_loss gave it
         indices = torch.cat([batch.indices for batch in batches]).numpy().astype(np.int64, copy=False)
         weights = torch.cat([batch.weights for batch in batches]).numpy().astype(np.float64)
         repeats = _repeats(indices, sizes, epochs, self._last_written)
@@ -620,6 +625,24 @@ class TorchHandle(Pruner):
         self._next_epoch = int(torch_state["next_epoch"]) if torch_state else self._next_epoch
         self._delivery.unscored = int(torch_state.get("unscored_batches", 0)) if torch_state else 0
         self._in_progress = None
+
+
+def _seeds(batches: list[Batch]) -> np.ndarray:
+    """Per batch, the factor by which the gradient that reached its weighted loss scaled every
+    error at the taps: GradScaler's scale, the ``1/k`` of ``(loss / k).backward()``; 1 where
+    the loss was not reached (the trace came through another loss) or its gradient was 0.
+
+    Dividing it out makes the scores those of the loss as ``weighted_loss`` returned it,
+    whatever constant the loop multiplies it by before ``backward()``. One copy to the host
+    for all the batches.
+    """
+    seeds = np.ones(len(batches))
+    known = [number for number, batch in enumerate(batches) if batch.seed is not None]
+    if known:
+        values = torch.stack([cast(torch.Tensor, batches[number].seed).float() for number in known])
+        magnitudes = np.abs(values.cpu().numpy().astype(np.float64))
+        seeds[known] = np.where((magnitudes > 0) & np.isfinite(magnitudes), magnitudes, 1.0)
+    return seeds
 
 
 def _per_example(losses: Any, size: int) -> bool:

@@ -306,7 +306,8 @@ class Pruner:
             self._progress.nonfinite_scores += ignored
             warnings.warn(
                 f"{ignored} non-finite score(s) ignored; those examples keep their previous score "
-                f"({self._progress.nonfinite_scores} so far, see Pruner.stats)",
+                "(a NaN or infinite loss or gradient: a diverging step, or a float16 overflow in a "
+                f"step that GradScaler skips; {self._progress.nonfinite_scores} so far, see Pruner.stats)",
                 SADPWarning,
                 stacklevel=4,
             )
