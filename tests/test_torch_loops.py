@@ -863,7 +863,7 @@ def guide_loop_examples() -> list[str]:
 def test_the_guide_loop_examples_run_as_written() -> None:
     """Every block of the section runs, in order, in one namespace (its asserts included)."""
     blocks = guide_loop_examples()
-    assert len(blocks) == 6
+    assert len(blocks) == 9
     namespace: dict = {"__name__": "guide"}
     for number, block in enumerate(blocks):
         exec(compile(block, f"{GUIDE}, block {number}", "exec"), namespace)
