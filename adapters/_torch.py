@@ -24,11 +24,12 @@ already their own modules.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -175,6 +176,11 @@ class TorchHandle(Pruner):
 
     def indexed(self, dataset: Any) -> IndexedDataset:
         """``dataset`` with items ``(index, item)``, for a ``DataLoader`` over this handle."""
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise SADPError(
+                f"indexed() needs a map-style dataset (with __len__ and __getitem__), got "
+                f"{type(dataset).__name__}"
+            )
         if len(dataset) != self.num_examples:
             raise SADPError(
                 f"the dataset has {len(dataset)} examples but the handle was made for "
@@ -197,6 +203,17 @@ class TorchHandle(Pruner):
         if self.method.name == "infobatch":  # its size depends on the scores: draw the plan
             return len(self.plan(epoch).indices)
         return self.budget
+
+    def _check_next_epoch(self, epoch: int) -> None:
+        """Raise if a pass of :meth:`batch_sampler` cannot be epoch ``epoch``: outside the
+        schedule, or older than the latest plan drawn (see :meth:`plan`)."""
+        self.schedule.phase(epoch)  # raises outside the schedule
+        latest = self._plan.epoch if self._plan is not None else -1
+        if epoch < latest:
+            raise SADPError(
+                f"set_epoch({epoch}): the plan of epoch {latest} is already drawn and plans are drawn in "
+                f"epoch order; continue with epoch {latest} or later (or load a checkpoint)"
+            )
 
     def _end_epoch(self, epoch: int) -> None:
         if self._in_progress == epoch:
@@ -238,6 +255,8 @@ class TorchHandle(Pruner):
             and isinstance(losses, torch.Tensor)
             and indices.ndim == 1
             and losses.shape == indices.shape
+            and losses.is_floating_point()
+            and indices.shape[0] > 0
         ):
             try:
                 weights = table.index_select(0, indices)
@@ -280,6 +299,8 @@ class TorchHandle(Pruner):
             table = torch.zeros(self.num_examples, dtype=torch.float32)  # see weighted_loss
             table[torch.tensor(plan.indices)] = torch.tensor(plan.weights, dtype=torch.float32)
             self._weight_table, self._weights_plan = table, plan
+        if index_array.shape[0] == 0:
+            raise SADPError("the batch is empty (no indices): name only batches with examples")
         if not _per_example(losses, index_array.shape[0]):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
             hint = ""
@@ -292,6 +313,10 @@ class TorchHandle(Pruner):
             raise SADPError(
                 f"losses must be a [B] tensor of per-example losses (reduction='none') matching "
                 f"{index_array.shape[0]} indices, got {shape}{hint}"
+            )
+        if not losses.is_floating_point():
+            raise SADPError(
+                f"losses must be a floating-point tensor (the criterion's output), got dtype {losses.dtype}"
             )
         index_tensor = torch.tensor(index_array)  # a copy: the caller may change its array
         weights = self._weight_table[index_tensor]
@@ -319,9 +344,13 @@ class TorchHandle(Pruner):
             batch.since = previous.since
         return batch.since <= generation
 
-    def _loss_reached(self, batch: Batch, grads: Any) -> None:
-        """A backward pass reached the loss of ``batch``: did a tap run since the pass before?"""
+    def _loss_reached(self, batch: Batch, grads: tuple[torch.Tensor | None, ...]) -> None:
+        """A backward pass reached the loss of ``batch``: did a tap run since the pass before?
+        Keeps the gradient that reached the loss (its seed), which every error the taps get
+        in this pass is multiplied by, to be divided out when the scores are written."""
         batch.reached, batch.ran, self._ran = True, self._ran, False
+        if grads and grads[0] is not None:
+            batch.seed = grads[0].detach()
 
     def _check_delivered(self, naming: Batch | None = None) -> None:
         """Report the current batch if no backward pass has brought it a trace, and it is final:
@@ -384,6 +413,7 @@ class TorchHandle(Pruner):
         )  # [examples of all batches, layers]
         sizes = np.array([batch.indices.shape[0] for batch in batches])
         epochs = np.array([batch.epoch for batch in batches])
+        sums = sums / np.repeat(_seeds(batches), sizes)[:, None]  # the loss as weighted_loss gave it
         indices = torch.cat([batch.indices for batch in batches]).numpy().astype(np.int64, copy=False)
         weights = torch.cat([batch.weights for batch in batches]).numpy().astype(np.float64)
         repeats = _repeats(indices, sizes, epochs, self._last_written)
@@ -615,17 +645,56 @@ class TorchHandle(Pruner):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` of a handle with the same settings; a state that does
+        not fit (another ``N``, method, seed, scope or readout; a corrupt entry) raises
+        :class:`~sadp_core.SADPError` and changes nothing."""
         torch_state = state.get("torch") if isinstance(state, dict) else None
+        if torch_state is not None and (
+            not isinstance(torch_state, dict) or "scope" not in torch_state or "readout" not in torch_state
+        ):
+            raise SADPError("the 'torch' entry of this state_dict is not a dict with scope and readout")
         saved = (torch_state["scope"], torch_state["readout"]) if torch_state else None
         if saved is not None and saved != (self.scope, self.readout_name):
             raise SADPError(
                 f"this state was saved with scope={saved[0]!r}, readout={saved[1]!r}; "
                 f"this handle has scope={self.scope!r}, readout={self.readout_name!r}"
             )
-        super().load_state_dict(state)
-        self._next_epoch = int(torch_state["next_epoch"]) if torch_state else self._next_epoch
-        self._delivery.unscored = int(torch_state.get("unscored_batches", 0)) if torch_state else 0
-        self._in_progress = None
+        next_epoch, unscored = self._next_epoch, 0
+        if torch_state:
+            next_epoch = _saved_count(torch_state.get("next_epoch"), "next_epoch")
+            unscored = _saved_count(torch_state.get("unscored_batches", 0), "unscored_batches")
+        super().load_state_dict(state)  # checks all of its part before it changes anything
+        self._next_epoch, self._delivery.unscored, self._in_progress = next_epoch, unscored, None
+
+
+def _saved_count(value: Any, name: str) -> int:
+    """A non-negative integer of the saved ``torch`` state (a Python or 0-d tensor integer)."""
+    if not isinstance(value, bool) and not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        try:
+            count = operator.index(value)
+        except (TypeError, ValueError, RuntimeError):
+            count = -1
+        if count >= 0:
+            return count
+    raise SADPError(f"{name} in the 'torch' entry of this state_dict must be an integer >= 0, got {value!r}")
+
+
+def _seeds(batches: list[Batch]) -> np.ndarray:
+    """Per batch, the factor by which the gradient that reached its weighted loss scaled every
+    error at the taps: GradScaler's scale, the ``1/k`` of ``(loss / k).backward()``; 1 where
+    the loss was not reached (the trace came through another loss) or its gradient was 0.
+
+    Dividing it out makes the scores those of the loss as ``weighted_loss`` returned it,
+    whatever constant the loop multiplies it by before ``backward()``. One copy to the host
+    for all the batches.
+    """
+    seeds = np.ones(len(batches))
+    known = [number for number, batch in enumerate(batches) if batch.seed is not None]
+    if known:
+        values = torch.stack([cast(torch.Tensor, batches[number].seed).float() for number in known])
+        magnitudes = np.abs(values.cpu().numpy().astype(np.float64))
+        seeds[known] = np.where((magnitudes > 0) & np.isfinite(magnitudes), magnitudes, 1.0)
+    return seeds
 
 
 def _per_example(losses: Any, size: int) -> bool:

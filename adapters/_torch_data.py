@@ -33,6 +33,9 @@ class EpochSource(Protocol):
     def _upcoming_size(self) -> int:
         """Examples in the epoch under way, or else in the next one."""
 
+    def _check_next_epoch(self, epoch: int) -> None:
+        """Raise ``SADPError`` if the next pass cannot be epoch ``epoch``."""
+
 
 class IndexedDataset(Dataset):  # type: ignore[type-arg]
     """A dataset whose items are ``(index, item)``: the index tells the handle which example it is."""
@@ -59,6 +62,8 @@ class PlanBatchSampler(Sampler[list[int]]):
     def __init__(self, handle: EpochSource, batch_size: int, drop_last: bool = False) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise SADPError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(drop_last, bool):
+            raise SADPError(f"drop_last must be True or False, got {drop_last!r}")
         self.handle, self.batch_size, self.drop_last = handle, batch_size, drop_last
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,6 +71,7 @@ class PlanBatchSampler(Sampler[list[int]]):
         without it each pass is the epoch after the last one)."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise SADPError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.handle._check_next_epoch(epoch)
         self.handle._next_epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:

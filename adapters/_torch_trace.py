@@ -68,6 +68,9 @@ class Batch:
     reached: bool = False  # a backward pass reached the loss that weighted_loss returned
     ran: bool = False  # a tap ran with gradients between the backward pass before and that one
     reported: bool = False  # reported as unscored (see _torch_checks.Delivery)
+    # the gradient that reached the loss weighted_loss returned: 1 for loss.backward(), the
+    # scale for GradScaler's scaler.scale(loss).backward(), 1/k for (loss / k).backward()
+    seed: torch.Tensor | None = None
 
 
 Piece = tuple[Batch, int, torch.Tensor, torch.Tensor]  # batch, layer, input norms, error norms

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -306,7 +307,8 @@ class Pruner:
             self._progress.nonfinite_scores += ignored
             warnings.warn(
                 f"{ignored} non-finite score(s) ignored; those examples keep their previous score "
-                f"({self._progress.nonfinite_scores} so far, see Pruner.stats)",
+                "(a NaN or infinite loss or gradient: a diverging step, or a float16 overflow in a "
+                f"step that GradScaler skips; {self._progress.nonfinite_scores} so far, see Pruner.stats)",
                 SADPWarning,
                 stacklevel=4,
             )
@@ -390,7 +392,9 @@ class Pruner:
         """
         if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
             raise SADPError("not a sadp_core Pruner state_dict (missing or unknown 'version')")
-        config = state.get("config", {})
+        config = state.get("config")
+        if not isinstance(config, dict):
+            raise SADPError("the state_dict has no config entry (a dict): save it again with state_dict()")
         differing = sorted(k for k in self._config if config.get(k) != self._config[k])
         if differing:
             details = ", ".join(f"{k}={config.get(k)!r} (here {self._config[k]!r})" for k in differing)
@@ -402,19 +406,51 @@ class Pruner:
         arrays = {name: _host_copy(state.get(name), np.float64, name) for name in names}
         if any(array.shape != (size,) for array in arrays.values()):
             raise SADPError(f"the score tables in this state_dict do not have {size} entries")
+        progress = _checked_progress(state.get("progress"))
+        if "plan" not in state:
+            raise SADPError("the state_dict has no plan entry (None if no plan was drawn)")
+        plan = self._checked_plan(state["plan"], progress)
+        # everything is checked: only now is anything replaced
         self._table = ScoreTable(**arrays)
-        self._progress = _Progress(**state["progress"])
-        saved = state["plan"]
-        self._plan = None
-        if saved is not None:
-            self._plan = Plan(
-                epoch=int(saved["epoch"]), phase=saved["phase"],
-                indices=_host_copy(saved["indices"], np.int64, "plan indices"),
-                weights=_host_copy(saved["weights"], np.float64, "plan weights"),
-                probabilities=_host_copy(saved["probabilities"], np.float64, "plan probabilities"),
-            )  # fmt: skip
-            for array in self._plan[2:]:
-                array.flags.writeable = False
+        self._progress = progress
+        self._plan = plan
+
+    def _checked_plan(self, saved: Any, progress: _Progress) -> Plan | None:
+        """The saved latest plan, checked against the schedule, ``N`` and ``progress``."""
+        if saved is None:
+            return None
+        fields = ("epoch", "phase", "indices", "weights", "probabilities")
+        if not isinstance(saved, dict) or any(name not in saved for name in fields):
+            raise SADPError(f"the plan in this state_dict must be a dict with {', '.join(fields)}")
+        epoch = _saved_int(saved["epoch"], "plan epoch")
+        phase = self.schedule.phase(epoch)
+        if saved["phase"] != phase or epoch != progress.last_epoch:
+            raise SADPError(
+                f"the plan in this state_dict is of epoch {epoch} ({saved['phase']!r}), but the schedule "
+                f"says {phase!r} and the progress says the latest epoch is {progress.last_epoch}; "
+                "the state_dict is corrupt: save it again with state_dict()"
+            )
+        indices = _host_copy(saved["indices"], np.float64, "plan indices")
+        weights = _host_copy(saved["weights"], np.float64, "plan weights")
+        probabilities = _host_copy(saved["probabilities"], np.float64, "plan probabilities")
+        size = self.num_examples
+        if (
+            indices.ndim != 1
+            or weights.shape != indices.shape
+            or probabilities.shape != (size,)
+            or not np.isfinite(indices).all()
+            or (indices != np.round(indices)).any()
+            or (indices.size and (indices.min() < 0 or indices.max() >= size))
+            or not (np.isfinite(weights).all() and (weights > 0).all())
+        ):
+            raise SADPError(
+                f"the plan in this state_dict is not a plan of {size} examples (indices in [0, {size}), "
+                "one positive weight per index, N probabilities); save it again with state_dict()"
+            )
+        plan = Plan(epoch, phase, indices.astype(np.int64), weights, probabilities)
+        for array in plan[2:]:
+            array.flags.writeable = False
+        return plan
 
     def __repr__(self) -> str:
         c = self._config
@@ -422,6 +458,28 @@ class Pruner:
             f"Pruner(num_examples={c['num_examples']}, prune_ratio={c['prune_ratio']}, "
             f"epochs={c['epochs']}, seed={c['seed']}, method={c['method']!r})"
         )
+
+
+def _saved_int(value: Any, name: str) -> int:
+    """An integer of a saved state (a Python, numpy or 0-d torch integer; not a bool)."""
+    if not isinstance(value, bool) and "bool" not in str(getattr(value, "dtype", "")):
+        try:
+            return operator.index(value)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise SADPError(f"{name} in this state_dict must be an integer, got {value!r}")
+
+
+def _checked_progress(saved: Any) -> _Progress:
+    """The saved progress counters, checked: every field of :class:`_Progress`, integers."""
+    fields = list(vars(_Progress()))
+    if not isinstance(saved, dict) or sorted(saved) != sorted(fields):
+        keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise SADPError(f"the progress in this state_dict must have the entries {fields}, got {keys}")
+    values = {name: _saved_int(saved[name], f"progress {name}") for name in fields}
+    if values["last_epoch"] < -1 or any(values[name] < 0 for name in fields if name != "last_epoch"):
+        raise SADPError(f"the progress in this state_dict has negative counts: {values}")
+    return _Progress(**values)
 
 
 def _host_copy(array: Any, dtype: Any, name: str) -> np.ndarray:

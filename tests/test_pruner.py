@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sadp_core import METHODS, Pruner, SADPError, SADPWarning
 
@@ -302,3 +305,97 @@ def test_annealed_correction_raises_the_weights_from_one_to_horvitz_thompson(met
 def test_unknown_correction_is_refused():
     with pytest.raises(SADPError, match="correction must be one of"):
         Pruner(num_examples=10, epochs=2, correction="partly")
+
+
+# -- property-based: the writes to the score table ----------------------------------------------
+
+SIZE = 12
+
+
+@st.composite
+def updates(draw: st.DrawFn, nonfinite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct valid indices in [0, SIZE) and aligned non-negative scores (some NaN or
+    infinite if ``nonfinite``), with random integer and float dtypes."""
+    indices = draw(st.lists(st.integers(0, SIZE - 1), min_size=0, max_size=SIZE, unique=True))
+    finite = st.floats(0, 1e30, allow_nan=False, allow_infinity=False)
+    element = st.one_of(finite, st.sampled_from([np.nan, np.inf, -np.inf])) if nonfinite else finite
+    scores = draw(st.lists(element, min_size=len(indices), max_size=len(indices)))
+    index_dtype = draw(st.sampled_from([np.int64, np.int32, np.uint16]))
+    score_dtype = draw(st.sampled_from([np.float64, np.float32]))
+    return np.array(indices, dtype=index_dtype), np.array(scores, dtype=score_dtype)
+
+
+@given(st.lists(updates(nonfinite=True), max_size=6), st.sampled_from(["sadp", "ucb"]))
+def test_valid_updates_are_recorded_exactly(batches, method):
+    """Any sequence of valid updates: each finite score is written exactly (as float64), the
+    latest one wins, non-finite ones are skipped and counted, untouched examples stay NaN;
+    for UCB the moving mean and variance follow their recurrences."""
+    pruner = Pruner(num_examples=SIZE, epochs=3, method=method, decay=0.5)
+    latest, mean, variance = np.full(SIZE, np.nan), np.full(SIZE, np.nan), np.zeros(SIZE)
+    skipped = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SADPWarning)
+        for indices, scores in batches:
+            pruner.update(indices, scores)
+            values = scores.astype(np.float64)
+            for index, value in zip(indices.tolist(), values.tolist(), strict=True):
+                if not np.isfinite(value):
+                    skipped += 1
+                    continue
+                latest[index] = value
+                if np.isnan(mean[index]):
+                    mean[index] = value
+                else:
+                    difference = value - mean[index]
+                    mean[index] += 0.5 * difference
+                    variance[index] = 0.5 * (variance[index] + 0.5 * difference**2)
+    np.testing.assert_array_equal(pruner.scores, latest)
+    assert pruner.stats.nonfinite_scores == skipped
+    assert pruner.stats.unscored_examples == int(np.isnan(latest).sum())
+    if method == "ucb":
+        table = pruner._table
+        np.testing.assert_allclose(table.mean, mean, rtol=1e-12)
+        np.testing.assert_allclose(table.variance, variance, rtol=1e-12, atol=1e-300)
+
+
+@st.composite
+def bad_updates(draw: st.DrawFn) -> tuple[object, object, str]:
+    """An update with exactly one thing wrong, and the message it must raise."""
+    indices, scores = draw(updates())
+    if indices.size == 0:
+        indices, scores = np.array([0]), np.array([1.0])
+    indices, scores = indices.astype(np.int64), scores.astype(np.float64)
+    wrong = draw(st.sampled_from(["beyond", "negative_index", "float_index", "length", "negative_score"]))
+    position = draw(st.integers(0, indices.size - 1))
+    if wrong == "beyond":
+        indices[position] = draw(st.integers(SIZE, 2**62))
+        return indices, scores, rf"\[0, {SIZE}\)"
+    if wrong == "negative_index":
+        indices[position] = draw(st.integers(-(2**62), -1))
+        return indices, scores, rf"\[0, {SIZE}\)"
+    if wrong == "float_index":
+        return indices.astype(np.float64), scores, "integers"
+    if wrong == "length":
+        extra = draw(st.integers(1, 3))
+        return indices, np.concatenate([scores, np.ones(extra)]), "one score per index"
+    scores[position] = -draw(st.floats(1e-300, 1e30))
+    return indices, scores, ">= 0"
+
+
+@given(st.lists(updates(), max_size=3), bad_updates(), st.sampled_from(["sadp", "ucb"]))
+def test_invalid_updates_raise_and_leave_the_table_unchanged(history, bad, method):
+    """After any valid history, an update with one wrong index or score raises SADPError
+    and changes neither the scores, nor UCB's moving averages, nor the counts."""
+    pruner = Pruner(num_examples=SIZE, epochs=3, method=method)
+    for indices, scores in history:
+        pruner.update(indices, scores)
+    table = pruner._table
+    before = [None if array is None else array.copy() for array in (table.latest, table.mean, table.variance)]
+    stats = pruner.stats
+    indices, scores, message = bad
+    with pytest.raises(SADPError, match=message):
+        pruner.update(indices, scores)
+    for array, saved in zip((table.latest, table.mean, table.variance), before, strict=True):
+        if saved is not None:
+            np.testing.assert_array_equal(array, saved)
+    assert pruner.stats == stats
