@@ -90,9 +90,13 @@ def spikingjelly(session: nox.Session) -> None:
 @nox.session
 def torch_loops(session: nox.Session) -> None:
     """The training loops people write (eval mode, accumulation, two losses, a frozen readout,
-    float64), on real SpikingJelly and snnTorch models, and the guide's examples of them."""
+    float64, autocast, compile, DataLoader workers), on real SpikingJelly and snnTorch models,
+    the guide's examples of them, and bad input to every torch handle method."""
     session.install(".[test,snntorch,spikingjelly]", *TORCH)
-    _pytest(session, "numpy", "tests/test_torch_loops.py", frameworks="snntorch,spikingjelly")
+    _pytest(
+        session, "numpy", "tests/test_torch_loops.py", "tests/test_torch_bad_input.py",
+        frameworks="snntorch,spikingjelly",
+    )  # fmt: skip
 
 
 @nox.session

@@ -154,6 +154,7 @@ MULTI_FRAMEWORK_TESTS = {
     "test_gpu_check.py": ("snntorch", "spikingjelly", "jax"),
     "test_distributed.py": ("snntorch", "spikingjelly"),
     "test_torch_loops.py": ("snntorch", "spikingjelly"),
+    "test_torch_bad_input.py": ("snntorch",),
     "test_jax_mesh.py": ("jax",),
 }
 # Scripts that the tests above run in subprocesses: never collected (--doctest-modules would
