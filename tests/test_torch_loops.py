@@ -396,8 +396,9 @@ def test_a_frozen_readout_that_the_error_passes_is_scored(kind: str) -> None:
 def test_a_batch_named_without_a_backward_pass_is_reported_at_the_next_naming() -> None:
     """``weighted_loss`` without ``backward()`` (a skipped step): reported when the next batch
     is named, once, and counted; reading the table in between reports nothing (the backward
-    pass may still come)."""
-    model = make_model("snntorch")
+    pass may still come). BatchNorm and dropout frozen, so that the only warning is this one
+    (the BatchNorm warning is once per process: it would come here when this test runs alone)."""
+    model = freeze_norm_and_dropout(make_model("snntorch"))
     x, y = make_data("snntorch")
     h = attach(model)
     with warnings.catch_warnings(record=True) as record:
@@ -708,7 +709,10 @@ class WorkerDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return self.x[index], self.y[index], os.getpid()
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+# fork only: under spawn the workers must import this test module to unpickle WorkerDataset,
+# which fails in an installed (nox) environment ("No module named 'tests'"), a limit of the test,
+# not of the handle (the dataset wrapper of h.indexed is importable from the package)
+@pytest.mark.parametrize("context", ["fork"])
 def test_persistent_workers_follow_the_plan_of_every_epoch(context: str) -> None:
     """``DataLoader(h.indexed(ds), batch_sampler=h.batch_sampler(8), num_workers=2,
     persistent_workers=True, pin_memory=True)``, three epochs (warm-up, two pruned): the
