@@ -157,9 +157,10 @@ MULTI_FRAMEWORK_TESTS = {
     "test_torch_bad_input.py": ("snntorch",),
     "test_jax_mesh.py": ("jax",),
 }
-# Scripts that the tests above run in subprocesses: never collected (--doctest-modules would
-# import them, and with them torch or jax, in sessions that have neither).
-WORKER_SCRIPTS = ["distributed_worker.py", "jax_mesh_worker.py"]
+# Scripts that the tests above run in subprocesses, and helper modules they import: never
+# collected (--doctest-modules would import them, and with them torch or jax, in sessions
+# that have neither).
+WORKER_SCRIPTS = ["distributed_worker.py", "jax_mesh_worker.py", "jax_snn.py"]
 _UNDER_TEST = _frameworks_under_test()
 collect_ignore = (
     [path for name, path in FRAMEWORK_TESTS.items() if name not in _UNDER_TEST]

@@ -34,6 +34,7 @@ import spyx
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from jax_snn import heaviside, spyx_model  # tests/jax_snn.py, beside this script
 from sklearn import datasets
 
 import sadp_core
@@ -44,18 +45,6 @@ CASES = {  # batch size, drop_last, mesh axis type, score
     "spyx-auto": (128, True, AxisType.Auto, "bound"),
     "nnx-explicit": (150, False, AxisType.Explicit, "exact"),
 }
-
-
-@jax.custom_jvp
-def heaviside(v: jax.Array) -> jax.Array:
-    """Spike where the membrane potential crosses the threshold (0 after the shift)."""
-    return (v > 0).astype(v.dtype)
-
-
-@heaviside.defjvp
-def _heaviside_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    (v,), (dv,) = primals, tangents
-    return heaviside(v), dv / (1.0 + 10.0 * jnp.abs(v)) ** 2  # fast-sigmoid surrogate
 
 
 class Neuron(nnx.Module):
@@ -93,13 +82,9 @@ class NnxNet(nnx.Module):
 
 def make_model(case: str, dtype: Any) -> nnx.Module:
     """The case's model, always from the same initial parameters."""
-    rngs = nnx.Rngs(0)
     if case.startswith("spyx"):
-        return spyx.nn.Sequential(
-            nnx.Linear(64, 128, param_dtype=dtype, rngs=rngs), spyx.nn.LIF((128,), rngs=rngs),
-            nnx.Linear(128, 10, param_dtype=dtype, rngs=rngs), spyx.nn.LI((10,), rngs=rngs),
-        )  # fmt: skip
-    return NnxNet(dtype, rngs)
+        return spyx_model((64, 128, 10), seed=0, dtype=dtype)
+    return NnxNet(dtype, nnx.Rngs(0))
 
 
 def loss_fn(model: nnx.Module, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -6,37 +6,25 @@ norm of each example's gradient on the readout's weights and bias.
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
+# isort: split
+import jax_snn  # first, the gate: it skips this module where JAX is not installed
+from jax_snn import eqx, heaviside, jax, nnx, optax, spyx, spyx_loss
 
-def _framework(name: str) -> ModuleType:
-    """A session that lists jax in SADP_FRAMEWORKS needs these installed; elsewhere, skip."""
-    if "jax" in os.environ.get("SADP_FRAMEWORKS", "").split(","):
-        return importlib.import_module(name)
-    return pytest.importorskip(name)
+# isort: split
+import jax.numpy as jnp
+from sadp_core.adapters import jax as sadp_jax
 
-
-jax = _framework("jax")
-nnx = _framework("flax.nnx")
-spyx = _framework("spyx")
-optax = _framework("optax")
-eqx = _framework("equinox")
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from sadp_core.adapters import jax as sadp_jax  # noqa: E402
-
-import sadp_core  # noqa: E402
-from sadp_core import SADPError  # noqa: E402
+import sadp_core
+from sadp_core import SADPError
 
 snn = spyx.nn
 T, B, F, H, C = 6, 16, 12, 20, 4
@@ -47,29 +35,7 @@ T, B, F, H, C = 6, 16, 12, 20, 4
 
 def spyx_model(neuron: str = "LIF", seed: int = 0, sizes: tuple[int, int, int] = (F, H, C)) -> Any:
     """Linear -> spiking layer -> readout Linear -> leaky integrator (spyx)."""
-    inputs, hidden, classes = sizes
-    rngs = nnx.Rngs(seed)
-    layer = getattr(snn, neuron)((hidden,), rngs=rngs)
-    return snn.Sequential(
-        nnx.Linear(inputs, hidden, rngs=rngs), layer, nnx.Linear(hidden, classes, rngs=rngs),
-        snn.LI((classes,), rngs=rngs),
-    )  # fmt: skip
-
-
-def spyx_loss(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-    out, _ = snn.run(model, x)  # [T, B, C], time-major
-    return optax.softmax_cross_entropy_with_integer_labels(out.mean(0), y)
-
-
-@jax.custom_jvp
-def heaviside(v: jax.Array) -> jax.Array:
-    return (v > 0).astype(v.dtype)
-
-
-@heaviside.defjvp
-def _heaviside_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    (v,), (dv,) = primals, tangents
-    return heaviside(v), dv / (1.0 + 10.0 * jnp.abs(v)) ** 2  # fast-sigmoid surrogate
+    return jax_snn.spyx_model(sizes, neuron=neuron, seed=seed)
 
 
 class EqxLIF(eqx.Module):

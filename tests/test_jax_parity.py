@@ -22,51 +22,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+# isort: split
+import jax_snn  # first, the gate: it skips this module where JAX is not installed
+from jax_snn import eqx, heaviside, jax, nnx, optax, spyx, spyx_loss
 
-def _framework(name: str) -> ModuleType:
-    """A session that lists jax in SADP_FRAMEWORKS needs these installed; elsewhere, skip."""
-    if "jax" in os.environ.get("SADP_FRAMEWORKS", "").split(","):
-        return importlib.import_module(name)
-    return pytest.importorskip(name)
+# isort: split
+import jax.numpy as jnp
 
-
-jax = _framework("jax")
-nnx = _framework("flax.nnx")
-spyx = _framework("spyx")
-optax = _framework("optax")
-eqx = _framework("equinox")
-
-import jax.numpy as jnp  # noqa: E402
-
-import sadp_core  # noqa: E402
-from sadp_core import SADPError, SADPWarning  # noqa: E402
+import sadp_core
+from sadp_core import SADPError, SADPWarning
 
 snn = spyx.nn
 T, B, F, H, C = 5, 48, 10, 24, 4
-
-
-def spyx_mlp(seed: int) -> Any:
-    rngs = nnx.Rngs(seed)
-    return snn.Sequential(
-        nnx.Linear(F, H, rngs=rngs), snn.LIF((H,), rngs=rngs), nnx.Linear(H, C, rngs=rngs),
-        snn.LI((C,), rngs=rngs),
-    )  # fmt: skip
-
-
-def spyx_loss(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-    out, _ = snn.run(model, x)
-    return optax.softmax_cross_entropy_with_integer_labels(out.mean(0), y)
-
-
-@jax.custom_jvp
-def heaviside(v: jax.Array) -> jax.Array:
-    return (v > 0).astype(v.dtype)
-
-
-@heaviside.defjvp
-def _heaviside_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    (v,), (dv,) = primals, tangents
-    return heaviside(v), dv / (1.0 + 10.0 * jnp.abs(v)) ** 2
 
 
 class Neuron(nnx.Module):
@@ -145,7 +112,7 @@ def test_scope_all_bounds_every_layer_of_a_spyx_mlp(seed: int) -> None:
     """48 examples per seed: bound >= the true norm over both Linear layers for every one,
     the exact per-layer combination of the single-layer bounds, and score="exact" = truth."""
     x, y, w = data(seed, (F,))
-    model = spyx_mlp(seed)
+    model = jax_snn.spyx_model((F, H, C), seed=seed)
     truth = true_norms(model, spyx_loss, ["layers.0", "layers.2"], x, y)
     readout_truth = true_norms(model, spyx_loss, ["layers.2"], x, y)
     hidden_truth = true_norms(model, spyx_loss, ["layers.0"], x, y)
@@ -196,7 +163,7 @@ def test_scope_all_bounds_a_conv_net() -> None:
 
 
 def test_scope_all_errors() -> None:
-    model = spyx_mlp(0)
+    model = jax_snn.spyx_model((F, H, C), seed=0)
     with pytest.raises(SADPError, match=r"scope must be 'readout' or 'all', got 'everything'"):
         sadp_core.attach(model, num_examples=B, epochs=2, scope="everything")
     with pytest.raises(SADPError, match=r"scope='all' taps the nnx\.Linear and nnx\.Conv layers"):
@@ -227,7 +194,7 @@ def test_scope_all_errors() -> None:
 
 def test_synchronize_writes_waiting_scores() -> None:
     x, y, w = data(3, (F,))
-    model = spyx_mlp(3)
+    model = jax_snn.spyx_model((F, H, C), seed=3)
     h = sadp_core.attach(model, num_examples=B, epochs=2)
     (_, scores), _ = h.value_and_grad(spyx_loss)(model, x, y, w)
     h.update(np.arange(B), scores)
@@ -256,7 +223,7 @@ def _train(h: Any, model: Any, x: np.ndarray, y: np.ndarray, skip: set[int], def
 
 def test_batches_left_without_update_are_counted_and_reported_once() -> None:
     x, y, _ = data(4, (F,))
-    model = spyx_mlp(4)
+    model = jax_snn.spyx_model((F, H, C), seed=4)
     h = sadp_core.attach(model, num_examples=B, epochs=4, prune_ratio=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # deferred updates raise no warning
@@ -294,7 +261,7 @@ def _torch_handle(num_examples: int = B, **options: Any) -> Any:
 
 
 def _jax_handle(num_examples: int = B, **options: Any) -> Any:
-    model = spyx_mlp(0)
+    model = jax_snn.spyx_model((F, H, C), seed=0)
     return model, sadp_core.attach(model, num_examples=num_examples, epochs=3, prune_ratio=0.5, **options)
 
 
