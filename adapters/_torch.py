@@ -39,6 +39,7 @@ from sadp_core.errors import SADPError, SADPWarning
 from sadp_core.pruner import Plan, Pruner, PrunerStats
 
 from . import _distributed
+from ._options import check_score_options
 from ._torch_checks import Checks, Delivery, candidates, choose_readout, warn_if_normalises_tap
 from ._torch_data import IndexedDataset, PlanBatchSampler
 from ._torch_trace import Batch, Piece, SlotCache, Tap, bound_sums, exact_sums
@@ -121,10 +122,7 @@ class TorchHandle(Pruner):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if scope not in ("readout", "all"):
-            raise SADPError(f"scope must be 'readout' or 'all', got {scope!r}")
-        if score not in ("bound", "exact"):
-            raise SADPError(f"score must be 'bound' or 'exact', got {score!r}")
+        check_score_options(scope, score)
         self.model, self.framework, self.scope, self.score_kind = model, framework, scope, score
         self._check_spiking(model)
         found = candidates(model, framework)

@@ -94,6 +94,7 @@ from ._jax_nnx import (
     untap_layer,
 )
 from ._jax_tap import TAP_CALLS, conv_tap, tap
+from ._options import check_score_options
 
 __all__ = ["EpochBatches", "JaxHandle", "accepts", "attach", "conv_tap", "tap"]
 
@@ -203,10 +204,7 @@ class JaxHandle(Pruner):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if scope not in ("readout", "all"):
-            raise SADPError(f"scope must be 'readout' or 'all', got {scope!r}")
-        if score not in ("bound", "exact"):
-            raise SADPError(f"score must be 'bound' or 'exact', got {score!r}")
+        check_score_options(scope, score)
         nnx, eqx = _nnx(), _equinox()
         if nnx is not None and isinstance(model, nnx.Module):
             self.framework = "nnx"
