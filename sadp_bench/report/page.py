@@ -19,7 +19,7 @@ from typing import Any
 
 from .plots import plot_accuracy_vs_share, plot_accuracy_vs_time
 from .savings import convergence, paired_points, savings_table
-from .summary import METHOD_ORDER, aggregate, equal_share_rows, merge
+from .summary import BASELINES, METHOD_ORDER, Key, aggregate, equal_share_rows, merge, settings_of
 from .tables import investigation_tables, pm, probe_tables, results_tables, targets
 
 
@@ -88,6 +88,42 @@ def _convergence_lines(records: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def targets_of_defaults(
+    summary: dict[Key, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    points: dict[tuple[Any, ...], list[dict[str, Any]]],
+    defaults: dict[tuple[str, str, int], str],
+) -> list[str]:
+    """The targets table of each setting's default (``sadp``, or ``sadp_smooth05`` in the settings
+    that ran before the default changed), one table."""
+    lines: list[str] = []
+    for method in sorted(set(defaults.values())):
+        mine = {key: value for key, value in summary.items() if defaults[key[:3]] == method}
+        table = targets(mine, rows, points, method)
+        lines += table if not lines else table[2:]
+    return lines
+
+
+def side_by_side_lines(directories: list[Path]) -> list[str]:
+    """Time to accuracy and targets of SADP's default in each investigation that ran it beside
+    full data and every baseline (:data:`~.summary.BASELINES`), against that directory's own
+    full-data runs: a grid run again for the default after the main grid's default changed."""
+    lines: list[str] = []
+    for directory in directories:
+        records, _, _ = merge([directory])
+        methods = {record["method"] for record in records}
+        if not {"full", "sadp", *BASELINES} <= methods:
+            continue
+        summary = aggregate(records)
+        lines += [
+            f"### The default beside every baseline: `investigations/{directory.name}`",
+            "",
+            *savings_table(records, METHOD_ORDER),
+            *targets(summary, equal_share_rows(summary, ("sadp",)), paired_points(records), "sadp"),
+        ]
+    return lines
+
+
 def _equal_share_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "Each baseline run (at its r) against SADP's default at the same share of examples processed: "
@@ -136,9 +172,13 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
     if probes["variance"] or probes["bound"]:
         (out / "probes.json").write_text(json.dumps(probes, indent=1))
     summary = aggregate(records)
-    # SADP's default, or the grid's old default where the default did not run in the grid
-    default = "sadp" if any(key[3] == "sadp" for key in summary) else "sadp_smooth05"
-    rows = equal_share_rows(summary, (default,))
+    # per setting, SADP's default, or the old default where the grid ran before it changed
+    ran_default = {key[:3] for key in summary if key[3] == "sadp"}
+    defaults = {s: "sadp" if s in ran_default else "sadp_smooth05" for s in settings_of(summary)}
+    rows = [
+        row for row in equal_share_rows(summary, ("sadp", "sadp_smooth05"))
+        if defaults[(row["framework"], row["model"], row["epochs"])] == row["method"]
+    ]  # fmt: skip
     points = paired_points(records)
     plot_accuracy_vs_time(summary, out / "accuracy_vs_time.png")
     plot_accuracy_vs_share(summary, out / "accuracy_vs_share.png")
@@ -175,7 +215,8 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
         "",
         "## Targets",
         "",
-        *targets(summary, rows, points, default),
+        *targets_of_defaults(summary, rows, points, defaults),
+        *side_by_side_lines(investigations),
         "## How it was run",
         "",
         *_configuration(metas, records),
