@@ -47,6 +47,7 @@ def test_each_setting_is_judged_by_its_own_default() -> None:
     ]  # fmt: skip
     lines = targets_of_defaults(summary, rows, paired_points(records), defaults)
     assert lines[0].startswith("| target |") and sum(line.startswith("| target |") for line in lines) == 1
+    assert "" not in lines[:-1] and lines[-1] == ""  # one Markdown table
     judged = {
         (line.split("|")[2].strip(), line.split("|")[1].split()[0].removesuffix("'s"))
         for line in lines[2:]

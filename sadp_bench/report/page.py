@@ -99,8 +99,8 @@ def targets_of_defaults(
     lines: list[str] = []
     for method in sorted(set(defaults.values())):
         mine = {key: value for key, value in summary.items() if defaults[key[:3]] == method}
-        table = targets(mine, rows, points, method)
-        lines += table if not lines else table[2:]
+        table = targets(mine, rows, points, method)  # a header, rows, a blank line
+        lines = table if not lines else [*lines[:-1], *table[2:]]
     return lines
 
 
