@@ -70,3 +70,15 @@ def test_side_by_side_section_only_where_every_baseline_ran(tmp_path: Path) -> N
     assert any(
         line.startswith("| sadp's lossless saving the largest | jax, mlp, 8 epochs |") for line in lines
     )
+
+
+def test_no_largest_saving_is_claimed_where_no_method_is_lossless() -> None:
+    records = [r for r in grid("jax", "sadp") if r["method"] == "full" or r["prune_ratio"] == 0.5]
+    for r in records:  # every pruned run 1 point below full data: nothing is lossless
+        r["test_accuracy"] = 0.90 if r["method"] == "full" else 0.89
+    summary = aggregate(records)
+    lines = targets_of_defaults(
+        summary, equal_share_rows(summary, ("sadp",)), paired_points(records), {("jax", "mlp", 8): "sadp"}
+    )
+    row = "| sadp's lossless saving the largest | jax, mlp, 8 epochs | no method is lossless | n/a |"
+    assert row in lines

@@ -115,9 +115,11 @@ def targets(
                 f", best other {rival} {100 * savings[rival]:.0f}%" if rival else ""
             )
             largest = rival is None or savings[method] >= savings[rival]
+            nobody = savings[method] == 0 and (rival is None or savings[rival] == 0)
             lines.append(
-                f"| {method}'s lossless saving the largest | {name} | {measured} | "
-                f"{'yes' if largest else 'no'} |"
+                f"| {method}'s lossless saving the largest | {name} | "
+                f"{'no method is lossless' if nobody else measured} | "
+                f"{'n/a' if nobody else 'yes' if largest else 'no'} |"
             )
             lines.append(
                 f"| {method}'s lossless saving >= 35% | {name} | {100 * savings[method]:.0f}% | "
