@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sadp_bench.report.page import side_by_side_lines, targets_of_defaults
+from sadp_bench.report.page import defaults_and_rows, side_by_side_lines, targets_of_defaults
 from sadp_bench.report.savings import paired_points
 from sadp_bench.report.summary import BASELINES, aggregate, equal_share_rows
 
@@ -40,11 +40,12 @@ def grid(framework: str, sadp_name: str, methods: tuple[str, ...] = BASELINES) -
 def test_each_setting_is_judged_by_its_own_default() -> None:
     records = grid("jax", "sadp_smooth05") + grid("snntorch", "sadp")
     summary = aggregate(records)
-    defaults = {("jax", "mlp", 8): "sadp_smooth05", ("snntorch", "mlp", 8): "sadp"}
-    rows = [
-        row for row in equal_share_rows(summary, ("sadp", "sadp_smooth05"))
-        if defaults[(row["framework"], row["model"], row["epochs"])] == row["method"]
-    ]  # fmt: skip
+    defaults, rows = defaults_and_rows(summary)
+    assert defaults == {("jax", "mlp", 8): "sadp_smooth05", ("snntorch", "mlp", 8): "sadp"}
+    assert {(row["framework"], row["method"]) for row in rows} == {
+        ("jax", "sadp_smooth05"),
+        ("snntorch", "sadp"),
+    }
     lines = targets_of_defaults(summary, rows, paired_points(records), defaults)
     assert lines[0].startswith("| target |") and sum(line.startswith("| target |") for line in lines) == 1
     assert "" not in lines[:-1] and lines[-1] == ""  # one Markdown table

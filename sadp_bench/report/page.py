@@ -88,6 +88,20 @@ def _convergence_lines(records: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def defaults_and_rows(
+    summary: dict[Key, dict[str, Any]],
+) -> tuple[dict[tuple[str, str, int], str], list[dict[str, Any]]]:
+    """Per setting, the default it is judged by (``sadp`` where the grid ran it, else the old
+    default ``sadp_smooth05``), and the equal-share rows of that default against each baseline."""
+    ran_default = {key[:3] for key in summary if key[3] == "sadp"}
+    defaults = {s: "sadp" if s in ran_default else "sadp_smooth05" for s in settings_of(summary)}
+    rows = [
+        row for row in equal_share_rows(summary, ("sadp", "sadp_smooth05"))
+        if defaults[(row["framework"], row["model"], row["epochs"])] == row["method"]
+    ]  # fmt: skip
+    return defaults, rows
+
+
 def targets_of_defaults(
     summary: dict[Key, dict[str, Any]],
     rows: list[dict[str, Any]],
@@ -172,13 +186,7 @@ def write_report(inputs: list[Path], out: Path, markdown: Path) -> None:
     if probes["variance"] or probes["bound"]:
         (out / "probes.json").write_text(json.dumps(probes, indent=1))
     summary = aggregate(records)
-    # per setting, SADP's default, or the old default where the grid ran before it changed
-    ran_default = {key[:3] for key in summary if key[3] == "sadp"}
-    defaults = {s: "sadp" if s in ran_default else "sadp_smooth05" for s in settings_of(summary)}
-    rows = [
-        row for row in equal_share_rows(summary, ("sadp", "sadp_smooth05"))
-        if defaults[(row["framework"], row["model"], row["epochs"])] == row["method"]
-    ]  # fmt: skip
+    defaults, rows = defaults_and_rows(summary)
     points = paired_points(records)
     plot_accuracy_vs_time(summary, out / "accuracy_vs_time.png")
     plot_accuracy_vs_share(summary, out / "accuracy_vs_share.png")
